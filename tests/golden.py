@@ -1,0 +1,91 @@
+"""Helpers to run the golden fixtures (tests/fixtures/golden, copied from ../shared/golden; never edited).
+
+Each case folder holds case.json (the call, the model, the inputs, the expected output and its tolerance),
+inputs.npz and expected.npz. Model files are stored gzip-compressed: `materialize` decompresses them into a
+temporary folder with the relative paths kept, so HF folders look like the released ones.
+"""
+from __future__ import annotations
+import gzip, json, shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+
+
+def cases(prefix: str = "") -> list[str]:
+    "Names of all golden cases whose name starts with `prefix`."
+    return sorted(p.name for p in (GOLDEN / "cases").iterdir() if p.name.startswith(prefix) and (p / "case.json").exists())
+
+
+def load_case(name: str) -> dict:
+    c = json.loads((GOLDEN / "cases" / name / "case.json").read_text(encoding="utf-8"))
+    c["_dir"] = GOLDEN / "cases" / name
+    return c
+
+
+def _gunzip(src: Path, dst: Path):
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(src, "rb") as f, open(dst, "wb") as g:
+        shutil.copyfileobj(f, g)
+
+
+def materialize(case: dict, tmp: Path) -> Path:
+    "Decompress the case's model (file or folder) under `tmp`; return the logical path (file, or folder)."
+    m = case["model"]
+    tmp = Path(tmp)
+    if "file" in m:
+        dst = tmp / m["file"]
+        if not dst.exists():
+            src = GOLDEN / (m["file"] + (".gz" if m.get("gzip") else ""))
+            _gunzip(src, dst) if m.get("gzip") else (dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
+        return dst
+    src_dir, dst_dir = GOLDEN / m["dir"], tmp / m["dir"]
+    if not dst_dir.exists():
+        dst_dir.mkdir(parents=True)
+        for f in src_dir.iterdir():
+            if f.suffix == ".gz" and m.get("gzip"): _gunzip(f, dst_dir / f.name[:-3])
+            else: shutil.copy(f, dst_dir / f.name)
+    return dst_dir
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t.long() if a.dtype.kind in "iu" else t
+
+
+def case_args(case: dict) -> tuple[list, dict]:
+    "The call's positional and keyword arguments as torch tensors (a list in `args` means a list of arrays)."
+    inp = case["inputs"]
+    if "file" not in inp:  # non-array inputs live in case.json
+        return [], {k: v for k, v in inp.items()}
+    z = np.load(case["_dir"] / inp["file"])
+    args = [[_tensor(z[k]) for k in a] if isinstance(a, list) else _tensor(z[a]) for a in inp.get("args", [])]
+    kwargs = dict(case.get("kwargs") or {})
+    for k, key in (inp.get("kwargs_arrays") or {}).items():
+        kwargs[k] = _tensor(z[key])
+    return args, kwargs
+
+
+def expected(case: dict) -> np.ndarray:
+    e = case["expected"]
+    return np.load(case["_dir"] / e["file"])[e["key"]]
+
+
+def check(case: dict, got) -> None:
+    "Assert `got` matches the case's expected array: shape, dtype kind, and exact or allclose at the case's tolerance."
+    want = expected(case)
+    got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+    assert tuple(got.shape) == tuple(want.shape), f"{case['name']}: shape {tuple(got.shape)} != expected {tuple(want.shape)}"
+    if case["compare"] == "exact":
+        assert got.dtype.kind == want.dtype.kind, f"{case['name']}: dtype {got.dtype} vs {want.dtype}"
+        diff = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+        assert diff.size == 0, f"{case['name']}: {diff.size} of {want.size} values differ, first at {diff[0]}: got {got.reshape(-1)[diff[0]]}, want {want.reshape(-1)[diff[0]]}"
+    else:
+        tol = case["tolerance"]
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        bound = tol["atol"] + tol["rtol"] * np.abs(want.astype(np.float64))
+        bad = err > bound
+        assert not bad.any(), (f"{case['name']}: {int(bad.sum())} of {want.size} values outside atol={tol['atol']} rtol={tol['rtol']}; "
+                               f"max abs err {err.max():.3g}")
