@@ -3,6 +3,7 @@
 The cases are discovered from tests/fixtures/golden/cases, so cases added later with the same calls run too.
 """
 from __future__ import annotations
+import importlib
 import pytest
 import torch
 
@@ -31,6 +32,9 @@ def _model(case, tmp_path_factory):
         elif kind == "bert_dir":
             from gpt_sovits_nb.text_encoder import BertFeaturizer
             _models[key] = BertFeaturizer.from_pretrained(path)
+        elif kind in ("sv", "eres2netv2", "sv_model"):
+            from gpt_sovits_nb.speaker import SVEncoder
+            _models[key] = SVEncoder.from_file(path)
         else:
             raise AssertionError(f"unknown model kind {kind}")
     return _models[key]
@@ -47,9 +51,9 @@ def test_golden_numeric(name, tmp_path_factory):
     call = case["call"]
     torch.manual_seed(case.get("seed") or 0)
     with torch.no_grad():
-        if call == "audio.spectrogram":
-            from gpt_sovits_nb.audio import spectrogram
-            got = spectrogram(*args, **kwargs)
+        if not case.get("model"):                      # a plain function, e.g. audio.spectrogram
+            module, name = call.rsplit(".", 1)
+            got = getattr(importlib.import_module(f"gpt_sovits_nb.{module}"), name)(*args, **kwargs)
         else:
             model = _model(case, tmp_path_factory)
             method = call.split(".")[-1]
