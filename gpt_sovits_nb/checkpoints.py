@@ -194,7 +194,7 @@ class SafeUnpickler(pickle._Unpickler):
     """An unpickler that can only build tensors, containers, numbers, strings and `HParams`.
 
     `find_class` answers from `SAFE_GLOBALS` and refuses any other name with `UnsafeCheckpointError`;
-    `BUILD` only fills `HParams`; tensor records come from `read_storage(key, dtype, numel)`."""
+    `BUILD` only fills `HParams` (and the `_metadata` of a saved state dict); tensor records come from `read_storage(key, dtype, numel)`."""
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file, source, read_storage=None):
@@ -228,6 +228,9 @@ class SafeUnpickler(pickle._Unpickler):
         inst = self.stack[-1]
         if type(inst) is HParams and isinstance(state, dict):
             inst.__setstate__(state); return
+        if type(inst) is OrderedDict and isinstance(state, dict) and set(state) <= {"_metadata"}:
+            # `torch.save(model.state_dict())`: the dict carries per-module version numbers, plain data
+            inst._metadata = state.get("_metadata"); return
         raise UnsafeCheckpointError(f"'{self.source}' was refused: its pickle sets the state of a "
                                     f"`{type(inst).__module__}.{type(inst).__name__}` object, which a checkpoint never needs.")
     dispatch[pickle.BUILD[0]] = _load_build

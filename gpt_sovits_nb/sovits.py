@@ -645,9 +645,10 @@ class SoVITS(_InputChecks, nn.Module):
     # ------------------------------------------------------------------ training
     @torch.no_grad()
     def quantize(self, ssl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "The frozen tokenizer: ssl [B, 768, F] -> (codebook vectors [B, 768, F // 2], codes [1, B, F // 2])."
-        codes = self.quantizer.encode(self.ssl_proj(ssl))
-        return self.quantizer.decode(codes), codes
+        "The frozen tokenizer: ssl [B, 768, F] -> (codebook vectors [B, 768, F // 2], codes [1, B, F // 2]); always float32."
+        with torch.autocast(ssl.device.type, enabled=False):   # as the reference: the tokens must not depend on fp16
+            codes = self.quantizer.encode(self.ssl_proj(ssl.to(self.ssl_proj.weight.dtype)))
+            return self.quantizer.decode(codes), codes
 
     def forward(self, ssl, spec, spec_lengths, phones, phone_lengths, sv_emb=None) -> dict:
         """The training pass (needs `posterior=True`): each clip's own spectrogram [B, 1025, T] is its reference and the
@@ -665,7 +666,7 @@ class SoVITS(_InputChecks, nn.Module):
         quantized, codes = self.quantize(ssl)
         x = F.interpolate(quantized, size=2 * quantized.shape[-1], mode="nearest")
         _, m_p, logs_p, _ = self.enc_p(x, spec_lengths, phones, phone_lengths, ge_text)
-        z, m_q, logs_q, mask = self.enc_q(spec, spec_lengths, g=ge)
+        z, m_q, logs_q, mask = self.enc_q(spec, spec_lengths, g=ge.detach())   # the reference's posterior encoder detaches ge
         z_p = self.flow(z, mask, g=ge)
         z_slice, starts = random_segments(z, spec_lengths, cfg.segment_size // cfg.hop_length)
         return {"wav": self.dec(z_slice, g=ge), "starts": starts, "mask": mask, "z": z, "z_p": z_p, "m_p": m_p,

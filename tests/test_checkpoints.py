@@ -420,3 +420,14 @@ def test_import_downloads_nothing():
     code = "import sys, gpt_sovits_nb.checkpoints; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+def test_plain_state_dict_files_load_safely(tmp_path):
+    "torch.save(module.state_dict()) pickles an OrderedDict with `_metadata` (per-module versions): plain data, admitted."
+    import torch
+    from gpt_sovits_nb.checkpoints import safe_load
+    m = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    p = tmp_path / "sd.pth"; torch.save(m.state_dict(), p)
+    sd, _ = safe_load(p)
+    assert set(sd) == set(m.state_dict()) and all(torch.equal(sd[k], v) for k, v in m.state_dict().items())
+    assert getattr(sd, "_metadata", None) == m.state_dict()._metadata
