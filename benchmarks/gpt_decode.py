@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Decoding speed of the text-to-semantic GPT (gpt_sovits_nb.gpt.Text2SemanticGPT), KV cache vs no cache.
+
+Full-size model (v2: 24 layers, 512 wide, 16 heads, 77.6 M parameters) with random weights, 150 phones, 150 prompt
+tokens, 500 new tokens with the official sampling defaults (top_k=15, top_p=1, temperature=1, repetition penalty 1.35).
+EOS is kept out of the choices for every step (min_new_tokens = new tokens), so every run makes exactly the tokens asked for.
+
+The cached decoder is timed over all new tokens (prefill included, and without it), beside the same decoder with a
+cache grown by torch.cat at every step (the reference's way, which copies the whole cache in every layer at every step). The no-cache baseline recomputes the
+whole sequence at every step; at full length that takes many minutes on a CPU, so it is timed over the first
+--baseline-tokens tokens only (its shortest, cheapest steps: the full-length average is slower still).
+
+    python benchmarks/gpt_decode.py                                  # CPU, float32
+    python benchmarks/gpt_decode.py --device cuda --dtype float16
+    python benchmarks/gpt_decode.py --new-tokens 200 --baseline-tokens 10
+"""
+from __future__ import annotations
+import argparse, platform, time
+
+import torch
+
+from gpt_sovits_nb import gpt as G
+from gpt_sovits_nb.core import GPT_CONFIGS, get_device
+from gpt_sovits_nb.gpt import Text2SemanticGPT, count_parameters
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ConcatKVCache(G.KVCache):
+    "A cache that grows by torch.cat at every step, as the reference's T2SBlock does (copies all stored keys each step)."
+    def __init__(self, n_layer, *args, **kwargs):
+        self.keys, self.values, self.length = [None] * n_layer, [None] * n_layer, 0
+
+    def store(self, layer, k, v):
+        if self.keys[layer] is not None:
+            k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+def sync(device):
+    if device.type == "cuda": torch.cuda.synchronize()
+
+
+def timed_decode(model, inputs, n_tokens, use_cache, sampling, seed=0):
+    "Decode n_tokens; returns (seconds in total, seconds of the first step = prefill, tokens made)."
+    torch.manual_seed(seed)
+    device = model.device
+    sync(device); t0 = time.perf_counter(); t_first = None; n = 0
+    for step in model.decode(*inputs, max_new_tokens=n_tokens, min_new_tokens=n_tokens, use_cache=use_cache, **sampling):
+        n += 1
+        if t_first is None: sync(device); t_first = time.perf_counter() - t0
+    sync(device)
+    return time.perf_counter() - t0, t_first, n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    ap.add_argument("--version", default="v2", choices=list(GPT_CONFIGS))
+    ap.add_argument("--phones", type=int, default=150)
+    ap.add_argument("--prompt", type=int, default=150)
+    ap.add_argument("--new-tokens", type=int, default=500)
+    ap.add_argument("--baseline-tokens", type=int, default=20, help="tokens for the no-cache baseline (0: skip it)")
+    ap.add_argument("--warmup", type=int, default=20, help="cached tokens decoded once before timing")
+    ap.add_argument("--repeats", type=int, default=3, help="timed cached runs of each variant, interleaved (the best is reported)")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--top-k", type=int, default=15)
+    ap.add_argument("--no-concat", action="store_true", help="skip the torch.cat-cache comparison")
+    args = ap.parse_args(argv)
+
+    if args.threads: torch.set_num_threads(args.threads)
+    device, dtype = get_device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    model = Text2SemanticGPT(GPT_CONFIGS[args.version]).to(device=device, dtype=dtype).eval()
+    c = model.config
+    phones = torch.randint(0, c.phoneme_vocab_size, (1, args.phones), device=device)
+    bert = torch.randn(1, c.bert_dim, args.phones, device=device, dtype=dtype)
+    prompt = torch.randint(0, c.EOS, (1, args.prompt), device=device)
+    inputs = (phones, bert, prompt)
+    sampling = dict(top_k=args.top_k, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    print(f"GPT {args.version}: {count_parameters(model) / 1e6:.1f} M parameters, {args.dtype} on {device} ({name}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{args.phones} phones + {args.prompt} prompt tokens -> {args.new_tokens} new tokens, top_k={args.top_k}")
+
+    variants = {"KV cache": G.KVCache}
+    if not args.no_concat: variants["torch.cat cache"] = ConcatKVCache
+    ours, best = G.KVCache, {}
+    try:
+        for r in range(args.repeats):            # interleaved, best of each: a shared machine's load comes and goes
+            for label, cache_class in variants.items():
+                G.KVCache = cache_class          # decode() builds its cache from the module's KVCache
+                if r == 0: timed_decode(model, inputs, args.warmup, True, sampling)       # warm-up
+                total, first, n = timed_decode(model, inputs, args.new_tokens, True, sampling, seed=r)
+                assert n == args.new_tokens, n
+                if label not in best or total < best[label][0]: best[label] = (total, first, n)
+    finally:
+        G.KVCache = ours
+    total, first, n = best["KV cache"]
+    cached = n / total
+    print(f"KV cache         : {cached:7.1f} tok/s  ({n} tokens in {total:.2f} s; prefill {first * 1e3:.0f} ms, "
+          f"then {(n - 1) / (total - first):.1f} tok/s)")
+    if "torch.cat cache" in best:
+        total_c, first_c, n_c = best["torch.cat cache"]
+        print(f"torch.cat cache  : {n_c / total_c:7.1f} tok/s  ({n_c} tokens in {total_c:.2f} s; the same decoder, the cache grown "
+              f"as the reference grows it)")
+
+    if args.baseline_tokens > 0:
+        timed_decode(model, inputs, 2, False, sampling)                          # warm-up
+        total_b, first_b, n_b = timed_decode(model, inputs, args.baseline_tokens, False, sampling)
+        base = n_b / total_b
+        L0, N = args.phones + args.prompt, args.new_tokens
+        full = N / (total_b / n_b * N * (L0 + N / 2) / (L0 + n_b / 2))   # a step's cost grows with the sequence length
+        print(f"no cache         : {base:7.1f} tok/s  ({n_b} tokens in {total_b:.2f} s: its shortest steps; "
+              f"over all {N} tokens ~{full:.1f} tok/s, extrapolated linearly in length)")
+        print(f"speed-up vs no cache: {cached / base:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
