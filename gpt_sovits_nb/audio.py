@@ -95,7 +95,9 @@ _windows: dict = {}
 
 def _hann(win: int, like: torch.Tensor) -> torch.Tensor:
     key = (win, like.dtype, like.device)
-    if key not in _windows: _windows[key] = torch.hann_window(win).to(like.dtype).to(like.device)
+    if key not in _windows:
+        with torch.inference_mode(False):   # a normal tensor even when first asked for under inference_mode: training can use it too
+            _windows[key] = torch.hann_window(win).to(like.dtype).to(like.device)
     return _windows[key]
 
 def stft_magnitude(wav: torch.Tensor, n_fft: int = N_FFT, hop: int = HOP, win: int = WIN) -> torch.Tensor:
@@ -133,8 +135,9 @@ def mel_filterbank(sr: int = SR_SOVITS, n_fft: int = N_FFT, n_mels: int = 128, f
     key = (sr, n_fft, n_mels, fmin, fmax, None if like is None else (like.dtype, like.device))
     if key not in _mel_bases:
         import librosa
-        m = torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
-        _mel_bases[key] = m if like is None else m.to(like.dtype).to(like.device)
+        with torch.inference_mode(False):
+            m = torch.from_numpy(librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+            _mel_bases[key] = m if like is None else m.to(like.dtype).to(like.device)
     return _mel_bases[key]
 
 def spec_to_mel(spec: torch.Tensor, sr: int = SR_SOVITS, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None) -> torch.Tensor:

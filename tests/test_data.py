@@ -338,6 +338,7 @@ def test_list_file_round_trip_and_bad_lines(tmp_path):
     assert D.load_list(p) == items
 
 
+@pytest.mark.widgets
 def test_save_transcripts_and_editor(tmp_path):
     paths = [_write(tmp_path / f"{n}.wav", np.concatenate([zeros(0.5), tone(2), zeros(0.5)])) for n in "abc"]
     lst = tmp_path / "me.list"

@@ -358,6 +358,7 @@ def test_teacher_forcing_forward_trains_after_inference(tiny, inputs):
     assert torch.allclose(full, model.prefill_logits(*inputs), atol=1e-5)
 
 
+@pytest.mark.widgets
 def test_sampling_widget(tiny, inputs):
     pytest.importorskip("ipywidgets")
     logits = tiny.prefill_logits(*inputs)[0] * 4

@@ -331,6 +331,7 @@ def test_errors_config():
 
 
 # ------------------------------------------------------------------------------------------ widget
+@pytest.mark.widgets
 def test_decode_widget():
     pytest.importorskip("ipywidgets")
     m = tiny()

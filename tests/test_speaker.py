@@ -261,6 +261,7 @@ def _wav_bytes(seconds=1.0, sr=16000, f=220.0) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.widgets
 def test_decode_upload_both_ipywidgets_shapes():
     a, b = _wav_bytes(), _wav_bytes(f=330.0)
     v7 = {"a.wav": {"metadata": {"name": "a.wav", "type": "audio/wav", "size": len(a)}, "content": a},
@@ -274,6 +275,7 @@ def test_decode_upload_both_ipywidgets_shapes():
     assert S.decode_upload(()) == S.decode_upload({}) == S.decode_upload(None) == []
 
 
+@pytest.mark.widgets
 def test_decode_upload_real_widget_value():
     import ipywidgets as W
     u = W.FileUpload(accept="audio/*", multiple=True)
@@ -319,6 +321,7 @@ def test_record_outside_colab_says_what_to_do():
         S.record_clip(1)
 
 
+@pytest.mark.widgets
 def test_widget_builds_hides_record_and_compares(voices):
     clips = [SimpleNamespace(path=p, speaker=s) for p, s in voices]
     ui = S.speaker_widget(clips)

@@ -208,6 +208,7 @@ def test_front_end_and_table():
     with pytest.raises(TextError): front_end("안녕하세요")
 
 
+@pytest.mark.widgets
 def test_widget():
     w = text_front_end_widget("你好", "zh")
     out = w.children[-1]
