@@ -12,5 +12,5 @@ if _ref.is_dir(): os.environ.setdefault("GSV_ENGLISH_DICT", str(_ref))
 
 def pytest_configure(config):
     for m in ("slow: long-running tests", "gpu: needs a CUDA GPU", "browser: drives JupyterLab in Chromium",
-              "network: needs internet access"):
+              "network: needs internet access", "widgets: drives ipywidgets callbacks (run under ipywidgets 8 and 7.7.1)"):
         config.addinivalue_line("markers", m)
