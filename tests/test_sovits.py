@@ -348,6 +348,7 @@ def test_decode_widget():
 
 # ------------------------------------------------------------------------------------------ GPU (skipped without CUDA)
 @pytest.mark.gpu
+@pytest.mark.gpu
 def test_decode_on_cuda_float32_and_half():
     if not torch.cuda.is_available(): pytest.skip("no CUDA GPU")
     m = tiny("v2Pro")
