@@ -227,7 +227,7 @@ class SVEncoder:
 
     @classmethod
     def from_pretrained(cls, local_dir=None, device="cpu", dtype: torch.dtype = torch.float32) -> "SVEncoder":
-        "The released SV checkpoint, from `local_dir`/sv/..., the Hugging Face cache, or a download (see the checkpoints chapter)."
+        "The released SV checkpoint, from `local_dir`/sv/..., the Hugging Face cache, or a download (see chapter 08, checkpoints)."
         from gpt_sovits_nb.checkpoints import pretrained_weights
         return cls.from_file(pretrained_weights("sv", local_dir=local_dir), device=device, dtype=dtype)
 
@@ -466,7 +466,7 @@ def record_clip(seconds: float = 5.0) -> tuple[np.ndarray, int]:
 def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float = 5.0):
     "Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the corpus)."
     import ipywidgets as W
-    from IPython.display import display
+    from gpt_sovits_nb.audio import show_figure   # a PNG: a bare display(Figure) shows only text in a fresh kernel
     if corpus_clips is None:
         from gpt_sovits_nb.corpus import load_corpus
         corpus_clips = load_corpus()
@@ -501,7 +501,7 @@ def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float =
             status.value = f"embedding {len(clips)} clips ..."
             sim, pts, labels = compare_clips(clips, labels)
             out.clear_output(wait=True)
-            with out: display(similarity_figure(sim, pts, labels, groups))
+            with out: show_figure(similarity_figure(sim, pts, labels, groups))
             status.value = f"{len(clips)} clips compared."
         except Exception as e: status.value = f"<b>{type(e).__name__}:</b> {e}"
 
