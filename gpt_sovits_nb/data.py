@@ -23,7 +23,7 @@ __all__ = ['FRAME_MS', 'STEP_MS', 'QUALITY_LIMITS', 'MIN_MINUTES', 'AUDIO_SUFFIX
            'ClipQuality', 'diagnose', 'check_clip', 'DatasetReport', 'load_list', 'save_list', 'quality_report',
            'slice_recordings', 'word_errors', 'word_error_rate', 'transcribe', 'save_transcripts', 'clip_items',
            'transcript_editor', 'FeatureStep', 'file_hash', 'model_fingerprint', 'save_feature', 'stored_key',
-           'load_feature', 'default_steps', 'FeatureRun', 'extract_features']
+           'load_feature', 'sv_step', 'default_steps', 'FeatureRun', 'extract_features']
 
 # %% ../nbs/10_data.ipynb #fd866f58
 def _mono(wav) -> np.ndarray:
@@ -770,7 +770,8 @@ def _semantic_step(sovits) -> FeatureStep:
         return {"semantic": codes.reshape(-1).to(torch.int32)}
     return FeatureStep("semantic", ("ssl",), compute, model_fingerprint(sovits))
 
-def _sv_step(sv) -> FeatureStep:
+def sv_step(sv) -> FeatureStep:
+    "The feature step 'sv': the speaker-verification embedding [20480] of the clip's wav32k at 16 kHz (as the reference's 2-get-sv.py)."
     def compute(inp):
         wav16 = resample(_wav32k_tensor(inp), 32000, 16000)
         return {"sv": sv.embed(wav16)[0].float()}                # [20480]
@@ -780,7 +781,7 @@ def default_steps(bert=None, ssl=None, sovits=None, sv=None, version: str = "v2"
     "The feature steps of the table above, for the models given (phones, wav32k and spec need none)."
     steps = {"phones": _phones_step(version), "wav32k": _wav32k_step(), "spec": _spec_step()}
     if bert is not None: steps["bert"] = _bert_step(bert)
-    if sv is not None: steps["sv"] = _sv_step(sv)
+    if sv is not None: steps["sv"] = sv_step(sv)
     if ssl is not None: steps["ssl"] = _ssl_step(ssl)
     if sovits is not None:
         if ssl is None: raise ConfigError("semantic tokens are made from HuBERT features: pass ssl= (an SSLEncoder) with sovits=.")

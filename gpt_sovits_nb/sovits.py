@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .core import CheckpointError, ConfigError, SoVITSConfig, check_version
 
 # %% auto #0
-__all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
+__all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
            'SemanticQuantizer', 'ChannelLayerNorm', 'relative_offsets', 'MultiHeadAttention', 'FeedForward',
            'TransformerEncoder', 'GatedConv', 'StyleAttention', 'StyleEncoder', 'mrte_channels', 'MRTE', 'TextEncoder',
            'WaveNet', 'Flip', 'CouplingLayer', 'Flow', 'ResBlock1', 'ResBlock2', 'Generator', 'PosteriorEncoder',
@@ -30,9 +30,9 @@ def length_mask(lengths: torch.Tensor, size: int, dtype=torch.float32) -> torch.
 # %% ../nbs/07_sovits.ipynb #0fc615e1
 def _norm_but_dim0(v: torch.Tensor) -> torch.Tensor:
     "The L2 norm of each slice v[i] (over all dims but the first), shaped to broadcast against v."
-    return v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True)
 
-class _WeightNorm:
+class WeightNorm:
     "Mixin for a conv layer whose weight is stored as a direction `weight_v` and a length `weight_g` per slice of dim 0."
     def _split_weight(self):
         v = self.weight.detach().clone()
@@ -44,13 +44,13 @@ class _WeightNorm:
         "w = g * v / ||v||"
         return self.weight_v * (self.weight_g / _norm_but_dim0(self.weight_v))
 
-class WNConv1d(_WeightNorm, nn.Conv1d):
+class WNConv1d(WeightNorm, nn.Conv1d):
     "A Conv1d with weight normalisation; its state dict holds `bias`, `weight_g`, `weight_v`, as the released files do."
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs); self._split_weight()
     def forward(self, x): return self._conv_forward(x, self.normed_weight(), self.bias)
 
-class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
+class WNConvTranspose1d(WeightNorm, nn.ConvTranspose1d):
     "A ConvTranspose1d with weight normalisation (its weight is [in, out, k], so `weight_g` has one length per input channel)."
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs); self._split_weight()

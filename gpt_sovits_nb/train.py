@@ -17,22 +17,22 @@ import torch.nn.functional as F
 from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version
 from .audio import spec_to_mel, mel_spectrogram, figure_png
 from .data import load_feature
+from .sovits import WeightNorm, WNConv1d
 
 # %% auto #0
 __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS', 'LRELU_SLOPE', 'PERIOD_CHANNELS',
            'SCALE_CHANNELS', 'SCALE_GROUPS', 'TINY_DISCRIMINATOR', 'PRETRAINED_DISCRIMINATORS', 'LOW_LR_MODULES',
            'CKPT_FORMAT', 'LOSS_PANELS', 'tiny_sovits_config', 'tiny_gpt_config', 'TrainClip', 'training_clips',
            'sovits_filter', 'gpt_filter', 'repeat_small', 'sovits_example', 'gpt_example', 'collate_sovits',
-           'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv1d', 'WNConv2d',
-           'DiscriminatorP', 'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator',
-           'pretrained_discriminator', 'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss',
-           'kl_loss', 'slice_segments', 'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer',
-           'sovits_param_groups', 'grad_norm', 'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state',
-           'plain_state_dict', 'checkpoint_path', 'list_checkpoints', 'save_training_checkpoint',
-           'load_training_checkpoint', 'latest_checkpoint', 'Trainer', 'SoVITSTrainer', 'plot_history', 'LiveView',
-           'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss', 'ScaledAdam', 'warmup_cosine_lr', 'WarmupCosine',
-           'GPTTrainer', 'vocode', 'sovits_train_section', 'export_sovits', 'gpt_train_sections', 'export_gpt',
-           'synthetic_feature_set', 'sv_feature_step']
+           'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv2d', 'DiscriminatorP',
+           'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator', 'pretrained_discriminator',
+           'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss', 'kl_loss', 'slice_segments',
+           'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer', 'sovits_param_groups', 'grad_norm',
+           'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state', 'plain_state_dict', 'checkpoint_path',
+           'list_checkpoints', 'save_training_checkpoint', 'load_training_checkpoint', 'latest_checkpoint', 'Trainer',
+           'SoVITSTrainer', 'plot_history', 'LiveView', 'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss',
+           'ScaledAdam', 'warmup_cosine_lr', 'WarmupCosine', 'GPTTrainer', 'vocode', 'sovits_train_section',
+           'export_sovits', 'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
 
 # %% ../nbs/11_train.ipynb #16f45e79
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
@@ -143,7 +143,7 @@ def sovits_example(clip: TrainClip, pro: bool = False) -> dict:
     if pro:
         if "sv" not in clip.files:
             raise ConfigError(f"clip {clip.id!r} has no 'sv' feature: v2Pro/v2ProPlus training needs the speaker-verification "
-                              "embedding of every clip. Add steps=[sv_feature_step(SVEncoder...)] to extract_features.")
+                              "embedding of every clip. Pass sv=SVEncoder.from_pretrained() to data.extract_features (or steps=[data.sv_step(...)]).")
         ex["sv"] = torch.from_numpy(load_feature(clip.files["sv"])["sv"]).float().reshape(-1)
     return ex
 
@@ -235,27 +235,8 @@ class BatchStream:
 # %% ../nbs/11_train.ipynb #1e86ce1e
 LRELU_SLOPE = 0.1
 
-def _norm_per_output(v: torch.Tensor) -> torch.Tensor:
-    "The L2 norm of each output channel's weights v[i] (every axis but the first), shaped to broadcast against v."
-    return torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True)
-
-class _WeightNormed:
-    "Mixin: the conv's weight is stored as a direction `weight_v` and a length `weight_g` per output channel."
-    def _split_weight(self):
-        v = self.weight.detach().clone()
-        del self.weight                                             # now computed in forward, not stored
-        self.weight_g = nn.Parameter(_norm_per_output(v))
-        self.weight_v = nn.Parameter(v)
-    def normed_weight(self) -> torch.Tensor:
-        return self.weight_v * (self.weight_g / _norm_per_output(self.weight_v))
-
-class WNConv1d(_WeightNormed, nn.Conv1d):
-    "Conv1d with weight normalisation (state dict: `weight_g`, `weight_v`, `bias`)."
-    def __init__(self, *a, **kw): super().__init__(*a, **kw); self._split_weight()
-    def forward(self, x): return self._conv_forward(x, self.normed_weight(), self.bias)
-
-class WNConv2d(_WeightNormed, nn.Conv2d):
-    "Conv2d with weight normalisation (state dict: `weight_g`, `weight_v`, `bias`)."
+class WNConv2d(WeightNorm, nn.Conv2d):
+    "Conv2d with weight normalisation (state dict: `weight_g`, `weight_v`, `bias`): the 2-D sibling of chapter 07's `WNConv1d`."
     def __init__(self, *a, **kw): super().__init__(*a, **kw); self._split_weight()
     def forward(self, x): return self._conv_forward(x, self.normed_weight(), self.bias)
 
@@ -1040,13 +1021,3 @@ def synthetic_feature_set(folder, n_clips: int = 4, seconds: tuple = (2.0, 4.0),
                         "status": {n: "done" for n in feats}})
     (folder / "manifest.json").write_text(json.dumps({"format": 1, "version": "v2", "features": {}, "clips": records}, indent=1))
     return folder
-
-# %% ../nbs/11_train.ipynb #501be571
-def sv_feature_step(sv_encoder):
-    "An `extract_features` step 'sv': the speaker-verification embedding [20480] of the clip's wav32k at 16 kHz (as 2-get-sv.py)."
-    from gpt_sovits_nb.data import FeatureStep, model_fingerprint
-    from gpt_sovits_nb.audio import resample
-    def compute(inp):
-        wav = torch.from_numpy(inp["wav32k"]["wav"].astype(np.float32) / 32768)[None]
-        return {"sv": sv_encoder.embed(resample(wav, 32000, 16000))[0].float().cpu()}
-    return FeatureStep("sv", ("wav32k",), compute, model_fingerprint(sv_encoder))
