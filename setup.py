@@ -30,7 +30,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=["gpt_sovits_nb", "gpt_sovits_nb.*"]),
     include_package_data=True,
-    package_data={"gpt_sovits_nb": ["assets/*"]},
+    package_data={"gpt_sovits_nb": ["assets/*", "assets/nano/*"]},
     install_requires=requirements,
     extras_require={"dev": dev_requirements},
     python_requires=">=" + min_python,

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError,
-                                VERSIONS, get_device)
+                                VERSIONS, MODEL_VERSIONS, NANO, get_device)
 
 # %% auto #0
 __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAINED_MD5', 'UNSUPPORTED_MD5', 'SAFE_GLOBALS',
@@ -22,7 +22,8 @@ __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAI
            'sniff_file', 'open_checkpoint_zip', 'HParams', 'SafeUnpickler', 'safe_load', 'read_checkpoint',
            'checkpoint_kind', 'gpt_version', 'sovits_version', 'detect_version', 'load_gpt', 'load_sovits',
            'save_checkpoint', 'save_gpt', 'save_sovits', 'CheckpointSummary', 'checkpoint_info', 'HubWeights',
-           'hub_cache_dir', 'hub_offline', 'hub_file', 'pretrained_weights', 'cached_weights']
+           'hub_cache_dir', 'hub_offline', 'hub_reachable', 'hub_file', 'pretrained_weights', 'cached_weights',
+           'nano_dir', 'nano_weights']
 
 # %% ../nbs/08_checkpoints.ipynb #8b56d01a
 HEADER_VERSIONS = {b"PK": None, b"00": "v1", b"01": "v2", b"05": "v2Pro", b"06": "v2ProPlus"}
@@ -327,12 +328,13 @@ def _config_section(cfg, name) -> Mapping:
     return s if isinstance(s, Mapping) else {}
 
 def sovits_version(ckpt: Mapping | str | os.PathLike, file: CheckpointFile | None = None) -> str:
-    "The SoVITS version ('v1', 'v2', 'v2Pro', 'v2ProPlus') of a loaded s2 dict (plus its CheckpointFile) or of a path."
+    "The SoVITS version ('v1', 'v2', 'v2Pro', 'v2ProPlus', or 'nano') of a loaded s2 dict (plus its CheckpointFile) or of a path."
     if not isinstance(ckpt, Mapping): ckpt, file = read_checkpoint(ckpt)
     src = file.path if file else "checkpoint"
     w = ckpt["weight"]
     if "dec.conv_pre.weight" not in w and any(k.startswith("cfm.") for k in w): raise _unsupported(src, "v3/v4")
     if SOVITS_PHONE_KEY not in w: raise CheckpointError(f"'{src}' has no {SOVITS_PHONE_KEY}: it is not a GPT-SoVITS SoVITS model.")
+    if "dec.post.weight" in w and not any(k.startswith("flow.") for k in w): return NANO      # a mel decoder (chapter 07a)
     if w[SOVITS_PHONE_KEY].shape[0] == 322: return "v1"
     pro = "sv_emb.weight" in w
     tagged = file.header_version if file else None
@@ -382,9 +384,12 @@ def load_sovits(path, device="cpu", posterior: bool = False):
     kind = checkpoint_kind(ckpt)
     if kind != "sovits": raise _wrong_kind(f.path, kind, "sovits")
     version = sovits_version(ckpt, f)
-    from gpt_sovits_nb.sovits import SoVITS         # lazy: chapter 07
+    from gpt_sovits_nb.sovits import SoVITS         # lazy: chapters 07 and 07a
+    from gpt_sovits_nb.mel_sovits import MelSoVITS
+    if version == NANO and posterior:
+        raise CheckpointError(f"'{f.path}' is a nano SoVITS, which has no posterior encoder: fine-tune it with chapter 11a's MelSoVITSTrainer.")
     try:
-        model = SoVITS.from_checkpoint_dict(ckpt, version, device=get_device(device), posterior=posterior)
+        model = (MelSoVITS if version == NANO else SoVITS).from_checkpoint_dict(ckpt, version, device=get_device(device), posterior=posterior)
     except GSVError: raise
     except Exception as e:
         raise CheckpointError(f"'{f.path}': the weights do not fit a {version} SoVITS ({type(e).__name__}: {e}).") from e
@@ -405,6 +410,8 @@ def save_checkpoint(ckpt: Mapping, path, header: bytes | None = None) -> Path:
                 if len(header) != 2: raise ValueError("a version header is two bytes")
                 fh.flush(); fh.seek(0); fh.write(header)
             fh.flush(); os.fsync(fh.fileno())
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                     # mkstemp makes 0600; a file others (a WebUI) can read, as open() would
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True); raise
@@ -445,7 +452,7 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
     ckpt = _official(_as_dict(model_or_ckpt), drop=("enc_q.",))
     if checkpoint_kind(ckpt) != "sovits": raise CheckpointError(f"save_sovits('{path}'): the weights are not a SoVITS model's.")
     version = version or getattr(model_or_ckpt, "version", None) or sovits_version(ckpt)
-    if version not in VERSIONS: raise CheckpointError(f"save_sovits: unknown version {version!r} (expected one of {', '.join(VERSIONS)}).")
+    if version not in MODEL_VERSIONS: raise CheckpointError(f"save_sovits: unknown version {version!r} (expected one of {', '.join(MODEL_VERSIONS)}).")
     out = {"weight": ckpt["weight"], "config": ckpt["config"], "info": info or ckpt.get("info") or "0epoch_0iteration"}
     return save_checkpoint(out, path, header=VERSION_HEADERS.get(version))
 
@@ -481,6 +488,7 @@ def checkpoint_info(path) -> CheckpointSummary:
     if kind is None: raise CheckpointError(f"'{f.path}' holds weights of neither a GPT nor a SoVITS model.")
     version = gpt_version(ckpt, f.path) if kind == "gpt" else sovits_version(ckpt, f)
     w, cfg = ckpt["weight"], ckpt.get("config", {})
+    if kind == "gpt" and _config_section(cfg, "model").get("version") == NANO: version = NANO   # a v2 phone table, nano sizes
     floats = [v.dtype for v in w.values() if v.is_floating_point()]
     dtype = str(max(set(floats), key=floats.count)).replace("torch.", "") if floats else "none"
     model = _config_section(cfg, "model")
@@ -539,6 +547,16 @@ def hub_offline() -> bool:
     "True when downloads are switched off (HF_HUB_OFFLINE=1, read from the environment now)."
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    "Whether the Hugging Face hub ($HF_ENDPOINT, else huggingface.co) accepts a connection within `timeout` s; False in offline mode."
+    if hub_offline(): return False
+    import socket
+    from urllib.parse import urlparse
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout): return True
+    except (OSError, ValueError): return False
+
 def _cached(repo_id, filename, revision=None, local_dir=None) -> Path | None:
     "Where `filename` already is (local_dir first, then the hub cache), without any network access."
     if local_dir is not None:
@@ -555,10 +573,13 @@ def _not_found(repo_id, filename, revision, local_dir, why: str) -> WeightsNotFo
     url = f"https://huggingface.co/{repo_id}/resolve/{revision or 'main'}/{filename}"
     places = ([f"the local folder {Path(local_dir) / filename}"] if local_dir is not None else []) + [f"the Hugging Face cache {hub_cache_dir()}"]
     place_it = f"{Path(local_dir) / filename}" if local_dir is not None else f"<a folder>/{filename} and pass local_dir='<a folder>'"
+    online = "run again without HF_HUB_OFFLINE set" if hub_offline() else "run again"
     return WeightsNotFoundError(
         f"The weights file '{filename}' of {repo_id} is not here. Looked in {' and '.join(places)}; {why}\n"
-        f"To get it: (1) with internet access, run again without HF_HUB_OFFLINE set and it is downloaded into the cache; or "
-        f"(2) download {url} yourself and place it at {place_it}.")
+        f"To get it: (1) with internet access, {online} and it is downloaded into the cache; or "
+        f"(2) download {url} yourself and place it at {place_it}. "
+        f"To work offline now, use the small nano model that ships with this library: VoiceCloner.from_pretrained('nano'), "
+        f"or `gsv-nb say ... --version nano`.")
 
 def hub_file(repo_id: str, filename: str, revision: str | None = None, local_dir=None) -> Path:
     "Path of `filename` from the hub repo `repo_id`: from `local_dir`, the HF cache, or a download (unless offline)."
@@ -566,11 +587,14 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None, local_dir
     if hit is not None: return hit
     if hub_offline():
         raise _not_found(repo_id, filename, revision, local_dir, "offline mode is on (HF_HUB_OFFLINE=1), so nothing was downloaded.")
+    if not hub_reachable():                                   # fail at once, not after the client's retries
+        raise _not_found(repo_id, filename, revision, local_dir, "the Hugging Face hub cannot be reached from this machine "
+                         "(no network?), so nothing was downloaded.")
     try:
         from huggingface_hub import hf_hub_download
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir(), local_dir=local_dir))
     except Exception as e:
-        raise _not_found(repo_id, filename, revision, local_dir, f"the download failed ({type(e).__name__}: {str(e)[:200]}).") from e
+        raise _not_found(repo_id, filename, revision, local_dir, f"the download failed ({type(e).__name__}: {str(e)[:200]}).") from None
 
 def pretrained_weights(name: str, local_dir=None, revision: str | None = None) -> Path:
     "Path of a released file or model folder by short name (see `KNOWN_WEIGHTS`), fetched with `hub_file` if needed."
@@ -592,3 +616,19 @@ def cached_weights(local_dir=None) -> list[dict]:
         rows.append({"name": w.name, "kind": w.kind, "version": w.version, "file": w.filename,
                      "approx_mb": w.approx_mb, "cached": ok, "path": path})
     return rows
+
+# %% ../nbs/08_checkpoints.ipynb #b7422d45
+def nano_dir() -> Path:
+    "The folder of the shipped nano model files (package data: gpt_sovits_nb/assets/nano)."
+    from importlib.resources import files
+    return Path(str(files("gpt_sovits_nb"))) / "assets" / "nano"
+
+def nano_weights() -> tuple[Path, Path]:
+    "(GPT file, SoVITS file) of the nano model that ships with the library."
+    d = nano_dir()
+    paths = d / "nano_gpt.ckpt", d / "nano_sovits.pth"
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise WeightsNotFoundError(f"The nano model files are missing from this installation ({', '.join(missing)}). Reinstall "
+                                   "gpt_sovits_nb, or train them yourself: python tools/train_nano.py WORK_DIR (chapter 11a).")
+    return paths

@@ -7,15 +7,12 @@ from __future__ import annotations
 import argparse, json, os, sys, time, warnings
 from pathlib import Path
 
-DEFAULT_VERSION = "v2ProPlus"
-"The released model version `gsv-nb say` uses when none is given (the newest: the best voices)."
 LANG_CHOICES = ("en", "zh", "ja", "all_zh", "all_ja", "auto")          # the pipeline's LANGS (checked below)
 CUT_CHOICES = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")          # the pipeline's CUT_METHODS
 
 # %% auto #0
-__all__ = ['DEFAULT_VERSION', 'LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES',
-           'build_parser', 'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text',
-           'check_output', 'main']
+__all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES', 'build_parser',
+           'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text', 'check_output', 'main']
 
 # %% ../nbs/14_cli.ipynb #e78e4c98
 def _number(kind, lo=None, hi=None, lo_open=False, what=""):
@@ -42,11 +39,13 @@ EPILOG_SAY = """examples:
   gsv-nb say "今天天气很好。" --lang zh --ref me.wav --ref-text "..." --ref-lang en --version v2
   gsv-nb say "Hello" --ref me.wav --no-ref-text               (reference-free: the voice, not the prosody)
   gsv-nb say "Hello" --ref corpus:ps_librivox --seed 1        (a clip of the embedded corpus, with its transcript)
+  gsv-nb say "Hello" --ref corpus:flite_slt --version nano   (offline: the small model that ships with the library)
   gsv-nb say "Hello" --ref corpus:ps_librivox --tiny /tmp/tiny --device cpu   (offline, tiny random models: noise!)
   gsv-nb say "Hello" --ref me.wav --ref-text "..." --gpt my_gpt.ckpt --sovits my_sovits.pth   (your fine-tuned voice)
 
 weights: released files are looked for in --local-dir, then in the Hugging Face cache, then downloaded from
 lj1995/GPT-SoVITS (0.4-0.7 GB by version; not when HF_HUB_OFFLINE=1). BERT (0.65 GB) is fetched only for Chinese text.
+Without --version, when the released files are neither here nor downloadable, the nano model (shipped, English) speaks.
 exit status: 0 done, 1 error (one line; --debug for the traceback), 2 bad usage, 130 interrupted."""
 
 EPILOG_INFO = """examples:
@@ -58,6 +57,7 @@ EPILOG_INFO = """examples:
 def build_parser() -> argparse.ArgumentParser:
     "The `gsv-nb` argument parser, with the `say` and `info` commands."
     from gpt_sovits_nb import __version__
+    from gpt_sovits_nb.core import DEFAULT_VERSION, MODEL_VERSIONS
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(prog="gsv-nb", description="GPT-SoVITS voice cloning from the command line (gpt_sovits_nb).",
                 epilog="run `gsv-nb say --help` or `gsv-nb info --help` for the options of a command.", formatter_class=fmt)
@@ -89,10 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another clip of the same voice, whose style vector is averaged in (repeatable)")
     g = s.add_argument_group("where to write")
     g.add_argument("--out", default="out.wav", metavar="FILE",
-                   help="the output audio file, 32 kHz 16-bit; .wav, .flac or .ogg (default: %(default)s)")
+                   help="the output audio file, 16-bit at the model's rate (32 kHz; nano 22.05 kHz); .wav, .flac or .ogg "
+                        "(default: %(default)s)")
     g = s.add_argument_group("which weights (released: --version [--local-dir]; yours: --gpt/--sovits; offline test: --tiny)")
-    g.add_argument("--version", dest="model_version", choices=("v1", "v2", "v2Pro", "v2ProPlus"),
-                   help=f"released model version (default: {DEFAULT_VERSION}; v2 with --tiny; that of --sovits when given)")
+    g.add_argument("--version", dest="model_version", choices=MODEL_VERSIONS,
+                   help=f"model version: a released one, or nano (ships with the library; English) (default: {DEFAULT_VERSION} "
+                        "when its files are here or downloadable, else nano; v2 with --tiny; that of --sovits when given)")
     g.add_argument("--local-dir", metavar="DIR", help="a folder holding released files (looked at before the HF cache)")
     g.add_argument("--gpt", metavar="FILE", help="a GPT weights file (.ckpt), e.g. your fine-tuned one")
     g.add_argument("--sovits", metavar="FILE", help="a SoVITS weights file (.pth), e.g. your fine-tuned one")
@@ -157,22 +159,24 @@ def needs_bert(*langs) -> bool:
 
 def resolve_weights(version: str | None = None, local_dir=None, tiny=None, gpt=None, sovits=None, hubert=None, bert=None,
                     sv=None, need_bert: bool = True):
-    "The `ModelPaths` the options ask for, and the version they are: (paths, version)."
+    "The `ModelPaths` the options ask for, the version they are, and a note when nano stands in: (paths, version, note or None)."
     from gpt_sovits_nb.core import ConfigError
-    from gpt_sovits_nb.pipeline import model_paths
+    from gpt_sovits_nb.pipeline import model_paths, pick_version
     if tiny is not None:
         given = [k for k, v in dict(gpt=gpt, sovits=sovits, hubert=hubert, bert=bert, sv=sv, local_dir=local_dir).items() if v]
         if given: raise ConfigError(f"--tiny builds its own models: leave out {', '.join('--' + k.replace('_', '-') for k in given)}.")
         version = version or "v2"
-        return tiny_model_set(tiny, version), version
+        return tiny_model_set(tiny, version), version, None
     if version is None and sovits is not None:
         from gpt_sovits_nb.checkpoints import detect_version
         if not Path(sovits).is_file():
             raise ConfigError(f"The SoVITS file '{sovits}' does not exist (or is not a file). Check the path.")
         version = detect_version(sovits)
-    version = version or DEFAULT_VERSION
+    note = None
+    if version is None and gpt is None: version, note = pick_version(None, local_dir)   # the released default, else nano
+    version = version or pick_version(None, local_dir)[0]
     return model_paths(version, gpt=gpt, sovits=sovits, hubert=hubert, bert=bert, sv=sv, local_dir=local_dir,
-                       need_bert=need_bert), version
+                       need_bert=need_bert), version, note
 
 # %% ../nbs/14_cli.ipynb #50d0ffcb
 def resolve_reference(ref, ref_text=None, ref_lang=None, no_ref_text: bool = False, lang: str = "en"):
@@ -234,8 +238,9 @@ def _say(args, log) -> dict:
     aux = [resolve_reference(a, no_ref_text=True)[0] for a in args.aux_ref]
     out = check_output(args.out)
     device = get_device(args.device)
-    paths, version = resolve_weights(args.model_version, args.local_dir, args.tiny, args.gpt, args.sovits, args.hubert,
+    paths, version, note = resolve_weights(args.model_version, args.local_dir, args.tiny, args.gpt, args.sovits, args.hubert,
                                      args.bert, args.sv, need_bert=needs_bert(args.lang, ref_lang if ref_text else None))
+    if note: log(note)
     log(f"loading the {'tiny random ' if args.tiny else ''}{version} models on {device} ...")
     t0 = time.perf_counter()
     cloner = VoiceCloner.from_paths(paths, device=device)
@@ -250,7 +255,8 @@ def _say(args, log) -> dict:
             "duration": round(speech.duration, 4), "seed": speech.seed, "version": version, "device": str(device),
             "tiny": bool(args.tiny), "reference": str(ref), "reference_free": ref_text is None,
             "pieces": [{"text": p["text"], "tokens": int(len(p["tokens"]))} for p in speech.pieces],
-            "pause_samples": int(round(args.pause * speech.sr)), "samples_per_token": 1280,
+            "pause_samples": int(round(args.pause * speech.sr)),
+            "samples_per_token": cloner.sovits.config.samples_per_token, "nano_fallback": bool(note),
             "settings": {k: v for k, v in kw.items() if k != "seed"}, "notes": list(speech.notes),
             "load_seconds": round(t_load, 3), "synthesis_seconds": round(speech.seconds, 3),
             "weights": {k: str(v) for k, v in vars(paths).items() if v is not None}}
@@ -306,9 +312,9 @@ def _info(args, log) -> dict | list:
     for r in rows:
         log(f"{r['name']:<17} {r['kind']:<7} {r['version'] or '-':<10} {r['approx_mb']:>5}  {'yes' if r['cached'] else 'no':<5} "
             f"{r['path'] if r['cached'] else r['file']}")
-    log("ready offline: " + (", ".join(v for v, ok in ready.items() if ok) or "no version") +
+    log("ready offline: " + ", ".join([v for v, ok in ready.items() if ok] + ["nano (ships with the library)"]) +
         " (BERT is needed for Chinese text only)" + ("" if any(ready.values()) else
-        "; `gsv-nb say --version V ...` downloads what it needs, or use --tiny DIR to try offline"))
+        "; `gsv-nb say --version V ...` downloads what it needs"))
     return {"cache": str(hub_cache_dir()), "local_dir": args.local_dir, "offline": hub_offline(),
             "weights": [{**r, "path": str(r["path"]) if r["path"] else None} for r in rows], "ready": ready}
 

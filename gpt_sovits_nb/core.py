@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['VERSIONS', 'GPT_VERSIONS', 'GPT_CONFIGS', 'SOVITS_CONFIGS', 'GSVError', 'AudioError', 'TextError', 'CheckpointError',
-           'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version', 'GPTConfig', 'SoVITSConfig',
-           'get_device', 'default_dtype', 'seed_everything', 'fast_mode']
+__all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'GPT_CONFIGS', 'SOVITS_CONFIGS', 'GSVError',
+           'AudioError', 'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError',
+           'check_version', 'GPTConfig', 'SoVITSConfig', 'get_device', 'default_dtype', 'seed_everything', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -43,6 +43,12 @@ VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
 "The SoVITS versions this library loads, oldest first."
 GPT_VERSIONS = ("v1", "v2")
 "The GPT versions (v2Pro and v2ProPlus reuse the v2 GPT)."
+NANO = "nano"
+"The small model this library trains from scratch on a CPU (chapter 11a): the same GPT, and a SoVITS that predicts a mel spectrogram for a pretrained vocoder."
+MODEL_VERSIONS = VERSIONS + (NANO,)
+"Every SoVITS version a file of this library can hold: the released ones, then nano."
+DEFAULT_VERSION = "v2ProPlus"
+"The released version used when none is asked for (the newest, as the reference WebUI's default)."
 
 def check_version(version: str, allowed=VERSIONS) -> str:
     "Return `version` if it is one of `allowed`, else raise a `ConfigError` that lists them."
@@ -76,8 +82,9 @@ class GPTConfig:
 GPT_CONFIGS = {
     "v1": GPTConfig(phoneme_vocab_size=512),
     "v2": GPTConfig(phoneme_vocab_size=732),
+    "nano": GPTConfig(vocab_size=129, EOS=128, phoneme_vocab_size=732, embedding_dim=192, hidden_dim=192, head=3, n_layer=4),
 }
-"Full-size GPT configs of the released s1longer (v1) and s1longer-v2 (v2) checkpoints."
+"GPT configs: the released s1longer (v1) and s1longer-v2 (v2, also v2Pro/v2ProPlus) checkpoints, and the nano GPT (128 k-means units, trained here on a CPU)."
 
 # %% ../nbs/00_core.ipynb #754555a5
 @dataclass
@@ -113,19 +120,25 @@ class SoVITSConfig:
     n_speakers: int = 300
     ssl_dim: int = 768               # width of the HuBERT features (chinese-hubert-base)
     codebook_size: int = 1024
+    decoder_channels: int = 192      # nano only: width of the mel decoder
 
     @property
-    def spec_channels(self) -> int: return self.filter_length // 2 + 1   # 1025 linear-spectrogram bins
+    def is_mel(self) -> bool: return self.version == NANO                  # a mel decoder + a pretrained vocoder
+    @property
+    def spec_channels(self) -> int:                                         # rows of the reference input
+        return self.n_mel_channels if self.is_mel else self.filter_length // 2 + 1   # 80 mels; 1025 linear bins
     @property
     def n_symbols(self) -> int: return 322 if self.version == "v1" else 732
     @property
-    def style_bins(self) -> int: return 1025 if self.version == "v1" else 704  # bins the style encoder reads
+    def style_bins(self) -> int:                                            # rows the style encoder reads
+        return self.n_mel_channels if self.is_mel else 1025 if self.version == "v1" else 704
     @property
     def is_pro(self) -> bool: return self.version in ("v2Pro", "v2ProPlus")
     @property
     def sv_dim(self) -> int: return 20480 if self.is_pro else 0            # ERes2NetV2 embedding width
     @property
-    def samples_per_token(self) -> int: return 2 * int(np.prod(self.upsample_rates))  # 1280 at 32 kHz
+    def samples_per_token(self) -> int:                                     # 1280 at 32 kHz; 882 for nano at 22.05 kHz
+        return self.sampling_rate // 25 if self.is_mel else 2 * int(np.prod(self.upsample_rates))
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], version: str | None = None) -> "SoVITSConfig":
@@ -134,7 +147,7 @@ class SoVITSConfig:
             s = cfg.get(name, {}) if isinstance(cfg, Mapping) else getattr(cfg, name, {})
             return dict(s.items()) if hasattr(s, "items") else dict(vars(s))
         model, data = sect("model"), sect("data")
-        version = check_version(version or model.get("version") or "v2")
+        version = check_version(version or model.get("version") or "v2", MODEL_VERSIONS)
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in {**data, **model}.items() if k in names}
         kw["version"] = version
@@ -147,8 +160,12 @@ SOVITS_CONFIGS = {
     "v2Pro": _sovits("v2Pro", p_dropout=0.0, gin_channels=1024),
     "v2ProPlus": _sovits("v2ProPlus", p_dropout=0.0, gin_channels=1024,
                          upsample_initial_channel=768, upsample_kernel_sizes=[20, 16, 8, 2, 2]),
+    "nano": _sovits("nano", inter_channels=96, hidden_channels=128, filter_channels=384, n_layers=4, gin_channels=128,
+                    ssl_dim=39, codebook_size=128, sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
+                    n_mel_channels=80, decoder_channels=192, upsample_rates=[], upsample_kernel_sizes=[],
+                    resblock_kernel_sizes=[], resblock_dilation_sizes=[]),
 }
-"Full-size SoVITS configs of the released checkpoints (s2.json, s2v2Pro.json, s2v2ProPlus.json)."
+"SoVITS configs: the released checkpoints (s2.json, s2v2Pro.json, s2v2ProPlus.json) and nano (a mel decoder, trained here)."
 
 # %% ../nbs/00_core.ipynb #c29948cb
 def get_device(device: str | torch.device | None = "auto") -> torch.device:

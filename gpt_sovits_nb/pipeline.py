@@ -13,23 +13,23 @@ import numpy as np
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version,
-                                get_device, seed_everything, VERSIONS)
+                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION)
 from .audio import (load_audio, read_audio, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
 __all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'SPLITS', 'CUT_METHODS', 'LANGS', 'ModelPaths',
-           'model_paths', 'make_tiny_models', 'Reference', 'fit_reference_length', 'clipping_ratio', 'cut_text',
-           'merge_short', 'collapse_punctuation', 'split_sentences', 'language_segments', 'TextFeatures',
-           'text_features', 'Speech', 'VoiceCloner']
+           'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
+           'clipping_ratio', 'cut_text', 'merge_short', 'collapse_punctuation', 'split_sentences', 'language_segments',
+           'TextFeatures', 'text_features', 'Speech', 'VoiceCloner']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
 class ModelPaths:
-    "Where the files of one model set are: GPT .ckpt, SoVITS .pth, HuBERT folder, BERT folder (optional), SV .ckpt (Pro)."
+    "Where the files of one model set are: GPT .ckpt, SoVITS .pth, HuBERT folder (None for nano), BERT folder (optional), SV .ckpt (Pro)."
     gpt: Path
     sovits: Path
-    hubert: Path
+    hubert: Path | None
     bert: Path | None = None
     sv: Path | None = None
 
@@ -45,7 +45,10 @@ class ModelPaths:
 def model_paths(version: str = "v2", gpt=None, sovits=None, hubert=None, bert=None, sv=None, local_dir=None,
                 need_bert: bool = True) -> ModelPaths:
     "Paths of a complete model set: the ones given, the rest from the released weights of `version` (local_dir, cache, hub)."
-    from gpt_sovits_nb.checkpoints import WEIGHTS_FOR, pretrained_weights
+    from gpt_sovits_nb.checkpoints import WEIGHTS_FOR, pretrained_weights, nano_weights
+    if version == NANO:
+        g, s = nano_weights()
+        return ModelPaths(gpt=Path(gpt) if gpt else g, sovits=Path(sovits) if sovits else s, hubert=None, bert=bert)
     check_version(version)
     names = WEIGHTS_FOR[version]
     def get(given, kind):
@@ -60,6 +63,22 @@ def model_paths(version: str = "v2", gpt=None, sovits=None, hubert=None, bert=No
         return pretrained_weights(names[kind], local_dir=local_dir)
     return ModelPaths(gpt=get(gpt, "gpt"), sovits=get(sovits, "sovits"), hubert=get(hubert, "hubert"),
                       bert=get(bert, "bert"), sv=get(sv, "sv"))
+
+# %% ../nbs/09_pipeline.ipynb #b0fb4ba4
+def released_available(version: str = DEFAULT_VERSION, local_dir=None) -> bool:
+    "Whether the released files of `version` are on disk (local_dir, HF cache) or can be downloaded now (not offline, hub reachable)."
+    from gpt_sovits_nb.checkpoints import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable
+    names = [n for k, n in WEIGHTS_FOR[check_version(version)].items() if k != "bert"]
+    def on_disk(w):
+        return all(_cached(w.repo_id, f"{w.filename}/{f}" if w.files else w.filename, local_dir=local_dir) for f in (w.files or [None]))
+    return all(on_disk(KNOWN_WEIGHTS[n]) for n in names) or hub_reachable()
+
+def pick_version(version: str | None = None, local_dir=None) -> tuple[str, str | None]:
+    "(version to load, a one-line note or None): `version` if given, else DEFAULT_VERSION when available, else 'nano'."
+    if version is not None: return (version if version == NANO else check_version(version)), None
+    if released_available(DEFAULT_VERSION, local_dir): return DEFAULT_VERSION, None
+    return NANO, (f"note: the released {DEFAULT_VERSION} weights are not on this machine and cannot be downloaded now, so the "
+                  "small nano model that ships with gpt_sovits_nb speaks (chapter 11a; lower quality, English only).")
 
 # %% ../nbs/09_pipeline.ipynb #edae93e9
 TINY_ZH_CHARS = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年就那要下以会家可过天去能对好多然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跟带花快条院变联言权往展该领传近留红治决周保达办运武半候七必城父强步完革深区即求品士转量空甚众技轻程告江语英基派满式李息写呢识极令黄德收脸钱党倒未持取设始版双历越史商千片容研像找友孩站广改议形委早房音火际则首单根类愁"
@@ -294,15 +313,25 @@ class VoiceCloner:
         dev = get_device(device)
         half = (dev.type == "cuda") if half is None else half
         gpt, sov = load_gpt(paths.gpt, device=dev), load_sovits(paths.sovits, device=dev)
+        if sov.config.is_mel: half = False                                # the nano model is small: float32 everywhere
         if half: gpt, sov = gpt.half(), sov.half()
-        ssl = SSLEncoder.from_pretrained(paths.hubert, device=dev, half=half)
+        if sov.config.is_mel:
+            from gpt_sovits_nb.tokens import MFCCEncoder
+            ssl = MFCCEncoder(sov.config.ssl_dim // 3)                     # its tokenizer reads MFCC frames, not HuBERT
+        elif paths.hubert is None:
+            raise ConfigError(f"A {sov.version} model set needs the HuBERT folder (paths.hubert); only nano models do without.")
+        else:
+            ssl = SSLEncoder.from_pretrained(paths.hubert, device=dev, half=half)
         bert = BertFeaturizer.from_pretrained(paths.bert, device=dev, half=half) if paths.bert is not None else None
         sv = SVEncoder.from_file(paths.sv, device=dev) if (sov.config.is_pro and paths.sv is not None) else None
         return cls(gpt, sov, ssl, bert, sv, device=dev)
 
     @classmethod
-    def from_pretrained(cls, version: str = "v2", local_dir=None, device="auto", half: bool | None = None, **paths) -> "VoiceCloner":
-        "The released weights of `version` (from `local_dir`, the HF cache, or the hub); keyword paths override single files."
+    def from_pretrained(cls, version: str | None = None, local_dir=None, device="auto", half: bool | None = None, **paths) -> "VoiceCloner":
+        """The released weights of `version` (from `local_dir`, the HF cache, or the hub), or 'nano' (shipped with the library).
+        With no version: DEFAULT_VERSION when available, else nano with a one-line note. Keyword paths override single files."""
+        version, note = pick_version(version, local_dir)
+        if note: print(note)
         return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half)
 
     # ---- the reference
@@ -327,7 +356,7 @@ class VoiceCloner:
                                     "distortion. Record with a lower input level if you can.")
         peak = float(wav32.abs().max())
         if peak > 1: wav32 = wav32 / min(2.0, peak)                     # as the reference's _get_ref_spec
-        spec = spectrogram(wav32)                                       # [1, 1025, F]
+        spec = self.sovits.reference_spec(wav32)                        # [1, 1025, F] (nano: its mel [1, 80, F])
         sv_emb = None
         if self.sovits.config.is_pro:
             sv_emb = self.sv.embed(resample(wav32, SR_SOVITS, SSL_SR).to(self.device))
@@ -365,7 +394,8 @@ class VoiceCloner:
         pieces = split_sentences(text, lang, cut)
         specs = [r.spec.to(self.device, self.sovits.dtype) for r in refs]
         svs = [r.sv_emb for r in refs] if self.sovits.config.is_pro else None
-        gap = torch.zeros(1, int(round(pause * SR_SOVITS)))
+        sr = self.sovits.config.sampling_rate                           # 32 kHz (nano: its vocoder's 22.05 kHz)
+        gap = torch.zeros(1, int(round(pause * sr)))
         out, info = [], []
         bar = _progress(pieces, progress)
         for piece in bar:
@@ -384,7 +414,7 @@ class VoiceCloner:
             info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": tokens[0].cpu()})
         wav = torch.cat(out, 1)
         notes = [n for r in refs for n in r.notes]
-        return Speech(wav, SR_SOVITS, info, notes, seed, time.perf_counter() - t0)
+        return Speech(wav, sr, info, notes, seed, time.perf_counter() - t0)
 
 def _progress(items, show: bool):
     if show and len(items) > 1:

@@ -370,12 +370,14 @@ LRELU_SLOPE = 0.1
 def _same_padding(kernel_size, dilation=1): return (kernel_size * dilation - dilation) // 2
 
 class ResBlock1(nn.Module):
-    "Three residual steps, each a dilated conv then a plain conv with leaky ReLUs before them (`convs1`, `convs2`)."
-    def __init__(self, channels, kernel_size=3, dilations=(1, 3, 5)):
+    """Three residual steps, each a dilated conv then a plain conv with leaky ReLUs before them (`convs1`, `convs2`).
+    `conv` builds the layers: weight-normalised for training, plain `nn.Conv1d` once the norm is folded in (chapter 07a)."""
+    def __init__(self, channels, kernel_size=3, dilations=(1, 3, 5), conv=None):
         super().__init__()
-        self.convs1 = nn.ModuleList(WNConv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
+        conv = conv or WNConv1d
+        self.convs1 = nn.ModuleList(conv(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d))
                                     for d in dilations)
-        self.convs2 = nn.ModuleList(WNConv1d(channels, channels, kernel_size, padding=_same_padding(kernel_size))
+        self.convs2 = nn.ModuleList(conv(channels, channels, kernel_size, padding=_same_padding(kernel_size))
                                     for _ in dilations)
     def forward(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -531,6 +533,7 @@ def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
     d["model"] = {**d.get("model", {}), **{k: _plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
     for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
         if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
+    if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
     d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
     d["version"] = cfg.version
     return d
@@ -605,6 +608,11 @@ class SoVITS(_InputChecks, nn.Module):
         ge = torch.stack(ges).mean(0) if isinstance(refer_spec, (list, tuple)) else ges[0]
         ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
         return ge, ge_text
+
+    def reference_spec(self, wav32: torch.Tensor) -> torch.Tensor:
+        "What this model reads a voice from, given the reference clip at 32 kHz [1, S]: its linear spectrogram [1, 1025, F]."
+        from gpt_sovits_nb.audio import spectrogram
+        return spectrogram(wav32)
 
     def upsample_tokens(self, codes: torch.Tensor) -> torch.Tensor:
         "codes [1, B, T] (25 Hz) -> codebook vectors, each twice: [B, 768, 2T] (50 Hz)."

@@ -19,8 +19,8 @@ from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_trans
 # %% auto #0
 __all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S', 'REF_PAD', 'HUBERT_HOW_TO_GET', 'ssl_frames',
            'n_tokens', 'check_frame_rate', 'reference_ssl_input', 'SSLEncoder', 'tiny_random_hubert', 'nearest_code',
-           'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'plot_tokens', 'token_span', 'token_audio',
-           'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels', 'token_phone_stats']
+           'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens', 'token_span',
+           'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels', 'token_phone_stats']
 
 # %% ../nbs/05_tokens.ipynb #a673ab26
 SSL_SR = 16000        # HuBERT's sample rate
@@ -273,6 +273,21 @@ def _load16k(w) -> torch.Tensor:
     "A 16 kHz waveform [1, S] from a tensor (taken as 16 kHz), a path, or anything with a `.path` (a corpus Clip)."
     if torch.is_tensor(w) or isinstance(w, np.ndarray): return _as_wav_batch(w)
     return load_audio(getattr(w, "path", w), SSL_SR)
+
+# %% ../nbs/05_tokens.ipynb #ff207523
+class MFCCEncoder:
+    "The HuBERT stand-in of the nano model: `features(wav16k [1, S]) -> [1, 3*n_mfcc, F]`, MFCC+Δ+ΔΔ at 50 Hz minus the clip mean."
+    def __init__(self, n_mfcc: int = 13):
+        self.n_mfcc, self.hidden = int(n_mfcc), 3 * int(n_mfcc)
+        self.path = None
+
+    def features(self, wav16k: torch.Tensor) -> torch.Tensor:
+        "MFCC frames [1, 39, F] (F as HuBERT's), centred on the mean of the frames that pair up into 25 Hz tokens."
+        m = mfcc_frames(wav16k, self.n_mfcc)
+        paired = m[..., : max(2 * (m.shape[-1] // 2), 1)]
+        return m - paired.mean(-1, keepdim=True)
+
+    def __repr__(self): return f"MFCCEncoder(n_mfcc={self.n_mfcc}: {self.hidden} features per 20 ms frame)"
 
 # %% ../nbs/05_tokens.ipynb #aef0215f
 def _log_mel16k(wav16k: torch.Tensor, n_mels: int = 80) -> torch.Tensor:

@@ -711,7 +711,8 @@ class SoVITSTrainer(Trainer):
 
 # %% ../nbs/11_train.ipynb #0aef9161
 LOSS_PANELS = {"sovits": [("mel L1 (x45)", ["loss/mel"]), ("KL", ["loss/kl"]), ("adversarial", ["loss/d", "loss/gen", "loss/fm"])],
-               "gpt": [("cross-entropy per token", ["loss/token"]), ("top-3 accuracy", ["top3_acc"]), ("learning rate", ["lr"])]}
+               "gpt": [("cross-entropy per token", ["loss/token"]), ("top-3 accuracy", ["top3_acc"]), ("learning rate", ["lr"])],
+               "nano-sovits": [("mel L1", ["loss/mel"]), ("gradient norm", ["grad_norm"]), ("learning rate", ["lr"])]}
 
 def plot_history(history: Mapping, kind: str = "sovits", smooth: int = 5, title: str = ""):
     "Loss curves of a trainer's history, one panel per group (faint: every step; solid: running mean of `smooth`) -> Figure."
@@ -764,7 +765,7 @@ class LiveView:
         from IPython.display import Audio, HTML
         out, title = trainer.sample()
         if out.is_floating_point():
-            player = Audio(out.reshape(-1).numpy(), rate=32000, normalize=True)
+            player = Audio(out.reshape(-1).numpy(), rate=getattr(trainer, "sample_rate", 32000), normalize=True)
             self.player.update(HTML(f"<b>{title}</b><br>{player._repr_html_()}"))
         else:
             self.player.update(HTML(f"<b>{title}</b>: <code>{out.reshape(-1)[:40].tolist()} ...</code>"))

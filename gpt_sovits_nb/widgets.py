@@ -15,15 +15,17 @@ __all__ = ['compare_figure', 'figure_output', 'audio_output', 'clone_widget']
 
 # %% ../nbs/13_widgets.ipynb #935c5572
 def compare_figure(ref_spec: torch.Tensor, speech, title: str = ""):
-    "A Figure with the reference spectrogram [1, 1025, F] above the clone's (a `Speech`), on one time axis."
+    "A Figure with the reference spectrogram [1, 1025, F] (or the nano model's mel [1, 80, F]) above the clone's (a `Speech`), on one time axis."
     from matplotlib.figure import Figure
     out_spec = spectrogram(resample(speech.wav.float().cpu(), speech.sr, SR_SOVITS))       # [1, 1025, F']
+    mel = ref_spec.shape[-2] != 1025                                                     # nano: the vocoder mel, 22.05 kHz
+    sr_ref, hop_ref = (22050, 256) if mel else (SR_SOVITS, 640)
     fig = Figure(figsize=(9, 5), constrained_layout=True)
     ax_ref, ax_out = fig.subplots(2, 1, sharex=True)
-    plot_spectrogram(ref_spec, ax=ax_ref, title="reference")
+    plot_spectrogram(ref_spec, ax=ax_ref, title="reference" + (" (mel)" if mel else ""), sr=sr_ref, hop=hop_ref, mel=mel, db=not mel)
     plot_spectrogram(out_spec, ax=ax_out, title=f"clone: {speech.duration:.2f} s" + (f" ({title})" if title else ""))
     ax_ref.set_xlabel("")
-    ax_out.set_xlim(0, max(ref_spec.shape[-1], out_spec.shape[-1]) * 640 / SR_SOVITS)
+    ax_out.set_xlim(0, max(ref_spec.shape[-1] * hop_ref / sr_ref, out_spec.shape[-1] * 640 / SR_SOVITS))
     return fig
 
 # %% ../nbs/13_widgets.ipynb #4c27b3d0

@@ -74,3 +74,28 @@ def test_five_minute_tutorial_offline(tmp_path, monkeypatch):
     assert any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json") for o in outputs)   # the studio
     values = widget_values(nb)
     assert "done 1" in values, "the studio did not speak"
+
+
+def test_five_minute_tutorial_offline_speaks(tmp_path, monkeypatch):
+    "Unedited (weights='auto'), offline with nothing downloaded: the nano model speaks, and the clone is intelligible."
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    for k, v in dict(GSV_FAST="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf")).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    executed = tmp_path / "executed.ipynb"
+    pm.execute_notebook(str(NOTEBOOK), str(executed), kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
+                        parameters=dict(device="cpu", seed=0))
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert "NANO MODEL" in text and "note: the released v2ProPlus weights" in text and "END OF TUTORIAL" in text
+    assert "spectrogram: (1, 80, " in text and "--version" not in text.split("END OF TUTORIAL")[0].splitlines()[-1]
+    import soundfile as sf
+    from gpt_sovits_nb.eval import transcribe_speech, word_errors
+    wav, sr = sf.read(tmp_path / "clone.wav")
+    assert sr == 22050
+    heard = transcribe_speech(wav, sr, asr="pocketsphinx")
+    said = nb.cells[[i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])][0]].source
+    assert word_errors("Hello! I learned this voice from five seconds of speech. Is it not remarkable?", heard)["wer"] <= 0.5, heard
+    assert "done 1" in widget_values(nb)
