@@ -17,10 +17,10 @@ import torchaudio.functional as AF
 from .core import AudioError
 
 # %% auto #0
-__all__ = ['MIN_SR', 'MAX_SR', 'SILENCE_PEAK', 'N_FFT', 'HOP', 'WIN', 'SR_SOVITS', 'check_audio', 'resample', 'read_audio',
-           'load_audio', 'save_wav', 'stft_magnitude', 'spectrogram', 'reference_spectrogram', 'mel_filterbank',
-           'spec_to_mel', 'mel_spectrogram', 'plot_spectrogram', 'plot_waveform', 'figure_png', 'show_figure',
-           'audio_player', 'synthetic_vowel']
+__all__ = ['MIN_SR', 'MAX_SR', 'SILENCE_PEAK', 'AUDIO_FORMATS', 'N_FFT', 'HOP', 'WIN', 'SR_SOVITS', 'check_audio', 'resample',
+           'read_audio', 'load_audio', 'save_wav', 'stft_magnitude', 'spectrogram', 'reference_spectrogram',
+           'mel_filterbank', 'spec_to_mel', 'mel_spectrogram', 'plot_spectrogram', 'plot_waveform', 'figure_png',
+           'show_figure', 'audio_player', 'synthetic_vowel']
 
 # %% ../nbs/01_audio.ipynb #5ea2c32d
 MIN_SR, MAX_SR = 4000, 384000
@@ -54,13 +54,37 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int, method: str = "sinc") -
         return torch.from_numpy(np.ascontiguousarray(out)).to(wav.device, wav.dtype)
     raise ValueError(f"resample: unknown method {method!r}; use 'sinc' or 'soxr_hq'.")
 
-def read_audio(path) -> tuple[torch.Tensor, int, int]:
-    "Read `path` as float32 without resampling: (wav [1, S] mono, sample rate, number of channels in the file)."
+def _wav_shortfall(p: Path) -> tuple[int, int] | None:
+    "For a RIFF/WAVE file whose `data` chunk promises more bytes than the file holds: (promised, present); else None."
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE": return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, n = f.read(4), int.from_bytes(f.read(4), "little")
+            if cid == b"data":
+                present = size - pos - 8
+                return (n, present) if n != 0xFFFFFFFF and n > present else None   # 0xFFFFFFFF: a stream, length unknown
+            pos += 8 + n + (n & 1)
+    return None
+
+def read_audio(path, max_seconds: float | None = None) -> tuple[torch.Tensor, int, int]:
+    """Read `path` as float32 without resampling: (wav [1, S] mono, sample rate, number of channels in the file).
+    `max_seconds` reads only the start of a long file (an hour-long recording is not loaded whole for a 10 s reference)."""
     p = Path(path)
     if not p.exists(): raise AudioError(f"'{p}': no such file. Check the path (relative paths start at {Path.cwd()}).")
     if p.is_dir(): raise AudioError(f"'{p}' is a folder, not an audio file.")
+    if not p.is_file():                       # a FIFO, device or socket: reading it could wait forever
+        raise AudioError(f"'{p}' is not a regular file (a pipe, device or socket): save the audio to a file and give that.")
+    short = _wav_shortfall(p)
+    if short:
+        raise AudioError(f"'{p}' is truncated: its WAV header promises {short[0]:,} bytes of audio but the file holds only "
+                         f"{short[1]:,} (a download or copy was cut short). Copy or export the file again.")
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [S, C]
+        frames = -1 if max_seconds is None else max(1, int(math.ceil(max_seconds * sf.info(str(p)).samplerate)))
+        data, sr = sf.read(str(p), frames=frames, dtype="float32", always_2d=True)  # [S, C]
     except Exception as e:
         raise AudioError(f"'{p}': cannot read it as audio ({type(e).__name__}: {str(e).strip()[:200]}). "
                          "Convert it to WAV or FLAC (e.g. `ffmpeg -i in.m4a out.wav`).") from None
@@ -68,18 +92,27 @@ def read_audio(path) -> tuple[torch.Tensor, int, int]:
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))[None]
     return wav, int(sr), channels
 
-def load_audio(path, sr: int | None = None, method: str = "sinc") -> torch.Tensor:
-    "Load `path` as a mono float32 `[1, S]` tensor resampled to `sr` Hz (None: keep the file's rate); checked for bad audio."
-    wav, sr0, _ = read_audio(path)
+def load_audio(path, sr: int | None = None, method: str = "sinc", max_seconds: float | None = None) -> torch.Tensor:
+    """Load `path` as a mono float32 `[1, S]` tensor resampled to `sr` Hz (None: keep the file's rate); checked for bad audio.
+    `max_seconds`: only the first that many seconds."""
+    wav, sr0, _ = read_audio(path, max_seconds)
     check_audio(wav, sr0, f"'{path}'")
     return resample(wav, sr0, sr or sr0, method) if sr else wav
 
 # %% ../nbs/01_audio.ipynb #1eddf0a9
+AUDIO_FORMATS = {".wav": "PCM_16", ".flac": "PCM_16", ".ogg": "VORBIS"}
+"The file types `save_wav` writes, by suffix, and the encoding each gets (16-bit PCM; Ogg Vorbis)."
+
 def save_wav(path, wav: torch.Tensor, sr: int, subtype: str = "PCM_16") -> Path:
-    "Write `wav` ([1, S], [S] or [1, 1, S]) to `path` atomically (temporary file, then rename). Returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Write `wav` ([1, S], [S] or [1, 1, S]) to `path` atomically (temporary file, then rename); .ogg is Vorbis. Returns the path."
+    path = Path(path)
+    if path.suffix.lower() not in AUDIO_FORMATS:
+        raise AudioError(f"'{path}': cannot write a {path.suffix or 'suffix-less'} file; use one of {', '.join(AUDIO_FORMATS)}.")
+    if path.suffix.lower() == ".ogg": subtype = "VORBIS"
+    path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.as_tensor(wav).detach().float().cpu().reshape(-1).numpy()
-    x = np.clip(x, -1.0, 1.0) if subtype.startswith("PCM") else x
+    if not np.isfinite(x).all(): raise AudioError(f"'{path}': the audio holds NaN or infinite samples; nothing was written.")
+    x = np.clip(x, -1.0, 1.0)
     fd, tmpname = tempfile.mkstemp(suffix=path.suffix or ".wav", dir=path.parent)
     os.close(fd)
     try:

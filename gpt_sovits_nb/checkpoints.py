@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoints.ipynb #f29d0183
 from __future__ import annotations
-import hashlib, io, os, pickle, sys, tempfile, zipfile
+import glob, hashlib, io, os, pickle, sys, tempfile, zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,12 +18,14 @@ from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotF
 
 # %% auto #0
 __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAINED_MD5', 'UNSUPPORTED_MD5', 'SAFE_GLOBALS',
-           'GPT_PHONE_KEY', 'SOVITS_PHONE_KEY', 'HF_REPO', 'KNOWN_WEIGHTS', 'WEIGHTS_FOR', 'CheckpointFile',
-           'sniff_file', 'open_checkpoint_zip', 'HParams', 'SafeUnpickler', 'safe_load', 'read_checkpoint',
-           'checkpoint_kind', 'gpt_version', 'sovits_version', 'detect_version', 'load_gpt', 'load_sovits',
-           'save_checkpoint', 'save_gpt', 'save_sovits', 'CheckpointSummary', 'checkpoint_info', 'HubWeights',
-           'hub_cache_dir', 'hub_offline', 'hub_reachable', 'hub_file', 'pretrained_weights', 'cached_weights',
-           'nano_dir', 'nano_weights']
+           'MAX_PICKLE_DEPTH', 'MAX_PICKLE_ITEMS', 'GPT_PHONE_KEY', 'SOVITS_PHONE_KEY', 'LAYER_KEYS', 'MAX_LAYERS',
+           'MAX_SIZE', 'MAX_LIST', 'SIZE_RULE_KIB', 'HF_REPO', 'KNOWN_WEIGHTS', 'WEIGHTS_FOR', 'CheckpointFile',
+           'sniff_file', 'open_checkpoint_zip', 'HParams', 'SafeUnpickler', 'check_structure', 'safe_load',
+           'read_checkpoint', 'checkpoint_kind', 'lightning_to_gpt', 'gpt_version', 'sovits_version', 'detect_version',
+           'check_config_sizes', 'load_gpt', 'load_sovits', 'remove_stale_temporaries', 'save_checkpoint', 'save_gpt',
+           'save_sovits', 'size_rule_tag', 'CheckpointSummary', 'checkpoint_info', 'HubWeights', 'hub_cache_dir',
+           'hub_offline', 'hub_reachable', 'hub_file', 'pretrained_weights', 'cached_weights', 'nano_dir',
+           'nano_weights']
 
 # %% ../nbs/08_checkpoints.ipynb #8b56d01a
 HEADER_VERSIONS = {b"PK": None, b"00": "v1", b"01": "v2", b"05": "v2Pro", b"06": "v2ProPlus"}
@@ -63,6 +65,8 @@ def sniff_file(path) -> CheckpointFile:
                               "or fetch the released weights with `pretrained_weights(name)`.")
     if p.is_dir():
         raise CheckpointError(f"'{p}' is a folder; a GPT (.ckpt) or SoVITS (.pth) checkpoint is a single file.")
+    if not p.is_file():                               # a FIFO, device or socket: reading could wait forever
+        raise CheckpointError(f"'{p}' is not a regular file (a pipe, device or socket): give the checkpoint file itself.")
     size = p.stat().st_size
     if size == 0:
         raise CheckpointError(f"'{p}' is empty (0 bytes): an interrupted download or copy leaves this. Download or copy it again.")
@@ -161,6 +165,11 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
     if not isinstance(data, torch.Tensor): raise pickle.UnpicklingError("a parameter without a tensor")
     return data
 
+def _path_text(*parts):
+    "A pickled pathlib path (the reference's Lightning checkpoints hold some) becomes its text: no object, no code."
+    if not all(isinstance(p, str) for p in parts): raise pickle.UnpicklingError("a path made of something other than strings")
+    return "/".join(parts)
+
 def _latin1_bytes(text, encoding="latin1"):
     "Protocol-2 pickles store `bytes` as `_codecs.encode(text, 'latin1')`; nothing else is allowed."
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -185,6 +194,7 @@ SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("utils", "HParams"): HParams,                          # the official trainer's config class
     ("GPT_SoVITS.utils", "HParams"): HParams,               # the same class, imported as a package
     ("gpt_sovits_nb.checkpoints", "HParams"): HParams,
+    **{("pathlib", n): _path_text for n in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath", "Path")},
     **{("torch", n): _StorageType(d) for n, d in _STORAGE_DTYPES.items()},
     **{("torch", n): getattr(torch, n) for n in _DTYPE_NAMES},
 }
@@ -243,18 +253,55 @@ def _read_zip(z: zipfile.ZipFile, path) -> Any:
     pkls = [n for n in z.namelist() if n.endswith("data.pkl")]
     if len(pkls) != 1: raise CheckpointError(f"'{path}' is a zip but not a torch checkpoint (no single data.pkl inside).")
     prefix = pkls[0][: -len("data.pkl")]
+    packed = [r.filename for r in z.infolist() if r.compress_type != zipfile.ZIP_STORED]
+    if packed:   # torch.save stores every record as is; a deflated one can inflate a few MB into gigabytes
+        raise CheckpointError(f"'{path}' holds compressed records ({packed[0]}{' and more' if len(packed) > 1 else ''}), which "
+                              "torch.save never writes and which could inflate a small file to gigabytes: it was refused "
+                              "unread. Re-save the weights with torch.save (or export them again from the WebUI).")
     if prefix + "byteorder" in z.namelist() and z.read(prefix + "byteorder").decode().strip() != sys.byteorder:
         raise CheckpointError(f"'{path}' was saved on a machine with the other byte order; re-save it on a little-endian machine.")
 
     def read_storage(key, dtype, numel):
-        raw = z.read(f"{prefix}data/{key}")
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if len(raw) != numel * itemsize:
-            raise CheckpointError(f"'{path}': tensor record {key} holds {len(raw)} bytes, expected {numel * itemsize}. The file is damaged.")
+        name, itemsize = f"{prefix}data/{key}", torch.empty((), dtype=dtype).element_size()
+        size = z.getinfo(name).file_size                   # checked before reading: a record is never bigger than it says
+        if size != numel * itemsize:
+            raise CheckpointError(f"'{path}': tensor record {key} holds {size} bytes, expected {numel * itemsize}. The file is damaged.")
+        raw = z.read(name)
         flat = torch.frombuffer(bytearray(raw), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
         return _Storage(flat)
 
     return SafeUnpickler(io.BytesIO(z.read(pkls[0])), source=path, read_storage=read_storage).load()
+
+MAX_PICKLE_DEPTH, MAX_PICKLE_ITEMS = 100, 5_000_000
+"Bounds on what a checkpoint's pickle may build: nesting depth, and containers plus values counted as a tree (shared ones each time)."
+
+def check_structure(obj, source="checkpoint", max_depth: int = MAX_PICKLE_DEPTH, max_items: int = MAX_PICKLE_ITEMS):
+    """Refuse (`UnsafeCheckpointError`) a loaded pickle nested deeper than `max_depth`, holding a cycle, or whose tree (shared
+    parts counted at each use, as any recursive walk would visit them) exceeds `max_items`. One pass, no recursion: a deeply
+    nested or heavily shared structure cannot exhaust the stack, the time or the memory of the checks after it."""
+    is_box = lambda x: isinstance(x, (dict, list, tuple, set, frozenset))
+    kids = lambda x: [*x.keys(), *x.values()] if isinstance(x, dict) else list(x)
+    size, open_, stack = {}, set(), [(obj, 0, False)]
+    while stack:
+        node, depth, closing = stack.pop()
+        if not is_box(node): continue
+        key = id(node)
+        if closing:
+            size[key] = 1 + sum(size[id(c)] if is_box(c) else 1 for c in kids(node))
+            open_.discard(key)
+            if size[key] > max_items:
+                raise UnsafeCheckpointError(f"'{source}' was refused: its pickle builds more than {max_items:,} values when walked "
+                                            "(parts shared many times over), which no checkpoint needs.")
+            continue
+        if key in size: continue
+        if key in open_:
+            raise UnsafeCheckpointError(f"'{source}' was refused: its pickle builds a container that holds itself, which no checkpoint needs.")
+        if depth > max_depth:
+            raise UnsafeCheckpointError(f"'{source}' was refused: its pickle nests containers more than {max_depth} levels deep "
+                                        "(a checkpoint needs about five).")
+        open_.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in kids(node) if is_box(c) and id(c) not in size)
 
 def safe_load(path) -> tuple[Any, CheckpointFile]:
     "Unpickle a torch checkpoint without running code from it: returns (object, CheckpointFile). Raises `CheckpointError`."
@@ -278,6 +325,7 @@ def safe_load(path) -> tuple[Any, CheckpointFile]:
     except Exception as e:
         raise CheckpointError(f"'{f.path}' is damaged or incomplete and cannot be read ({type(e).__name__}: {e}). "
                               "An interrupted download or copy does this: download or copy the file again.") from e
+    check_structure(obj, f.path)
     return obj, f
 
 # %% ../nbs/08_checkpoints.ipynb #316965ed
@@ -295,14 +343,20 @@ def read_checkpoint(path) -> tuple[dict, CheckpointFile]:
             raise CheckpointError(f"'{f.path}' is a training checkpoint (G_*.pth / D_*.pth with optimizer state), not "
                                   "inference weights. Use the file the trainer wrote to SoVITS_weights*/ (or save one with save_sovits).")
         if "state_dict" in keys:
-            raise CheckpointError(f"'{f.path}' is a PyTorch Lightning training checkpoint, not GPT weights. "
-                                  "Use the file the trainer wrote to GPT_weights*/ (or save one with save_gpt).")
+            raise CheckpointError(f"'{f.path}' is a PyTorch Lightning training checkpoint (the reference's GPT trainer writes "
+                                  "these as epoch=...-step=....ckpt), not GPT weights. Use the file the trainer wrote to "
+                                  "GPT_weights*/, or export this one first: save_gpt(lightning_to_gpt(path), 'my_gpt.ckpt') "
+                                  "(gpt_sovits_nb.checkpoints).")
     if not (isinstance(obj, Mapping) and isinstance(obj.get("weight"), Mapping)):
         top = sorted(map(str, obj))[:8] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"'{f.path}' is a torch file but not GPT-SoVITS weights (expected a dict with 'weight' "
                               f"and 'config'; found {top}). Is it the right file?")
     bad = [k for k, v in obj["weight"].items() if not isinstance(v, torch.Tensor)]
     if bad: raise CheckpointError(f"'{f.path}': weight entries that are not tensors: {bad[:5]}. The file is not a GPT-SoVITS weights file.")
+    broken = [k for k, v in obj["weight"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"'{f.path}' holds NaN or infinite weights in {len(broken)} tensor(s) (first: {broken[0]}): the file is "
+                              "damaged, or the training that made it diverged. Use an earlier checkpoint or download the file again.")
     return dict(obj), f
 
 def checkpoint_kind(ckpt: Mapping) -> str | None:
@@ -311,6 +365,20 @@ def checkpoint_kind(ckpt: Mapping) -> str | None:
     if w and all(k.startswith("model.") for k in w): return "gpt"
     if any(k.startswith(("enc_p.", "dec.", "flow.", "cfm.", "ref_enc.")) for k in w): return "sovits"
     return None
+
+# %% ../nbs/08_checkpoints.ipynb #0aabe51c
+def lightning_to_gpt(path) -> dict:
+    "The official s1 dict {'weight', 'config', 'info'} inside the reference GPT trainer's Lightning checkpoint (epoch=..-step=...ckpt)."
+    obj, f = safe_load(path)
+    if not (isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)):
+        raise CheckpointError(f"'{f.path}' is not a PyTorch Lightning checkpoint (no 'state_dict'): load it with load_gpt instead.")
+    weight = {k: v for k, v in obj["state_dict"].items() if k.startswith("model.") and isinstance(v, torch.Tensor)}
+    hp = obj.get("hyper_parameters") or {}
+    config = hp.get("config") if isinstance(hp, Mapping) else None
+    if not weight or not isinstance(config, Mapping):
+        raise CheckpointError(f"'{f.path}' is a Lightning checkpoint but not of the GPT-SoVITS GPT trainer (no model.* weights or "
+                              "no hyper_parameters['config']).")
+    return {"weight": weight, "config": _plain(config), "info": f"GPT-e{int(obj.get('epoch', 0)) + 1}"}
 
 # %% ../nbs/08_checkpoints.ipynb #35473b49
 def gpt_version(ckpt: Mapping, source="checkpoint") -> str:
@@ -362,12 +430,28 @@ def _wrong_kind(path, kind, wanted) -> CheckpointError:
     hint = f": pass it to {other[kind][1]} instead." if kind in other else "."
     return CheckpointError(f"'{path}' is {what}, not {other[wanted][0]}{hint}")
 
+LAYER_KEYS, MAX_LAYERS, MAX_SIZE, MAX_LIST = ("n_layer", "n_layers", "n_layers_q", "n_heads", "head"), 256, 1_000_000, 64
+
+def check_config_sizes(ckpt: Mapping, source="checkpoint"):
+    """Refuse a config whose model sizes no real model has (more than 256 layers or heads, a size over a million, a list of
+    more than 64 stages) before anything is built: such numbers only make loading hang or allocate gigabytes."""
+    model = _config_section(ckpt.get("config", {}), "model")
+    for k, v in model.items():
+        bad = None
+        if isinstance(v, bool) or v is None: continue
+        if isinstance(v, (int, float)) and (v > MAX_SIZE or (k in LAYER_KEYS and v > MAX_LAYERS) or v < 0): bad = f"{k}={v!r}"
+        elif isinstance(v, (list, tuple)) and (len(v) > MAX_LIST or any(isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) > MAX_SIZE
+                                                                        for x in v)): bad = f"{k} (a list of {len(v)})"
+        if bad: raise CheckpointError(f"'{source}': its config asks for {bad}, a size no GPT-SoVITS model has; the file is damaged or "
+                                      "not a real checkpoint, and was not built.")
+
 def load_gpt(path, device="cpu"):
     "Load an s1 GPT checkpoint (.ckpt) safely into a `Text2SemanticGPT` on `device`, in eval mode."
     ckpt, f = read_checkpoint(path)
     kind = checkpoint_kind(ckpt)
     if kind != "gpt": raise _wrong_kind(f.path, kind, "gpt")
     gpt_version(ckpt, f.path)                       # checks the phone table
+    check_config_sizes(ckpt, f.path)
     from gpt_sovits_nb.gpt import Text2SemanticGPT  # lazy: chapter 06
     try:
         model = Text2SemanticGPT.from_checkpoint_dict(ckpt, device=get_device(device))
@@ -384,6 +468,7 @@ def load_sovits(path, device="cpu", posterior: bool = False):
     kind = checkpoint_kind(ckpt)
     if kind != "sovits": raise _wrong_kind(f.path, kind, "sovits")
     version = sovits_version(ckpt, f)
+    check_config_sizes(ckpt, f.path)
     from gpt_sovits_nb.sovits import SoVITS         # lazy: chapters 07 and 07a
     from gpt_sovits_nb.mel_sovits import MelSoVITS
     if version == NANO and posterior:
@@ -397,11 +482,30 @@ def load_sovits(path, device="cpu", posterior: bool = False):
     return model.eval()
 
 # %% ../nbs/08_checkpoints.ipynb #cf56a155
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def remove_stale_temporaries(folder, pattern: str = ".*.tmp") -> list[Path]:
+    """Delete the temporary files (`.<name>.<pid>.<random>.tmp`, as `save_checkpoint` names them) in `folder` matching
+    `pattern` whose writer is no longer running (a killed save or export), and those that name no writer; a live writer's file is left alone."""
+    gone = []
+    for p in Path(folder).glob(pattern):
+        parts = p.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is not None and (pid == os.getpid() or _pid_alive(pid)): continue      # being written: leave it
+        p.unlink(missing_ok=True); gone.append(p)
+    return gone
+
 def save_checkpoint(ckpt: Mapping, path, header: bytes | None = None) -> Path:
-    "Write `ckpt` with torch.save to `path` atomically (temp file + os.replace); `header` replaces the first two bytes."
+    """Write `ckpt` with torch.save to `path` atomically (temp file + os.replace); `header` replaces the first two bytes.
+    Temporary files a killed earlier save of the same file left behind are removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent, f".{glob.escape(path.name)}.*.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     tmp = Path(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -454,7 +558,20 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
     version = version or getattr(model_or_ckpt, "version", None) or sovits_version(ckpt)
     if version not in MODEL_VERSIONS: raise CheckpointError(f"save_sovits: unknown version {version!r} (expected one of {', '.join(MODEL_VERSIONS)}).")
     out = {"weight": ckpt["weight"], "config": ckpt["config"], "info": info or ckpt.get("info") or "0epoch_0iteration"}
-    return save_checkpoint(out, path, header=VERSION_HEADERS.get(version))
+    path = save_checkpoint(out, path, header=VERSION_HEADERS.get(version))
+    tag = size_rule_tag(version, path.stat().st_size)
+    if tag:                                           # the WebUI would guess the wrong version from the size: say it
+        with open(path, "r+b") as fh: fh.write(tag)
+    return path
+
+SIZE_RULE_KIB = 82978
+"The reference calls an untagged (`PK`) SoVITS file under this many KiB v1 and a bigger one (under 700 MiB) v2."
+
+def size_rule_tag(version: str, size: int) -> bytes | None:
+    "The tag (b'00' v1, b'01' v2) an untagged file of `version` and `size` bytes needs so the reference reads the right version."
+    if version == "v2" and size < SIZE_RULE_KIB * 1024: return b"01"
+    if version == "v1" and size >= SIZE_RULE_KIB * 1024: return b"00"
+    return None
 
 # %% ../nbs/08_checkpoints.ipynb #f60bc4c1
 @dataclass

@@ -12,7 +12,8 @@ CUT_CHOICES = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")          # the pi
 
 # %% auto #0
 __all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES', 'build_parser',
-           'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text', 'check_output', 'main']
+           'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text', 'check_output',
+           'printable', 'main']
 
 # %% ../nbs/14_cli.ipynb #e78e4c98
 def _number(kind, lo=None, hi=None, lo_open=False, what=""):
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="out.wav", metavar="FILE",
                    help="the output audio file, 16-bit at the model's rate (32 kHz; nano 22.05 kHz); .wav, .flac or .ogg "
                         "(default: %(default)s)")
+    g.add_argument("--force", action="store_true", help="overwrite --out if it exists (never a reference clip)")
     g = s.add_argument_group("which weights (released: --version [--local-dir]; yours: --gpt/--sovits; offline test: --tiny)")
     g.add_argument("--version", dest="model_version", choices=MODEL_VERSIONS,
                    help=f"model version: a released one, or nano (ships with the library; English) (default: {DEFAULT_VERSION} "
@@ -217,14 +219,25 @@ def read_text(text=None, text_opt=None, text_file=None) -> str:
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
-def check_output(out) -> Path:
-    "The output path, checked before synthesis: a known audio suffix, not a folder, in a folder we can create."
+def check_output(out, inputs=(), force: bool = False) -> Path:
+    """The output path, checked before synthesis: a known audio suffix, not a folder, not one of the `inputs` (the
+    reference clips), not an existing file unless `force`, in a folder we can write to."""
+    import tempfile
     from gpt_sovits_nb.core import ConfigError
     p = Path(out)
     if p.suffix.lower() not in AUDIO_SUFFIXES:
         raise ConfigError(f"--out '{p}': use a name ending in {', '.join(AUDIO_SUFFIXES)} (the format follows the suffix).")
     if p.is_dir(): raise ConfigError(f"--out '{p}' is a folder: give a file name, e.g. {p / 'out.wav'}.")
-    p.parent.mkdir(parents=True, exist_ok=True)
+    for i in inputs:
+        if i is not None and p.exists() and Path(i).exists() and os.path.samefile(p, i):
+            raise ConfigError(f"--out '{p}' is the reference clip itself: writing there would destroy your recording. Choose another name.")
+    if p.exists() and not force:
+        raise ConfigError(f"--out '{p}' already exists: pass --force to overwrite it, or choose another name.")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=".gsv-write-test-"): pass
+    except OSError as e:
+        raise ConfigError(f"--out '{p}': cannot write into '{p.parent}' ({e.strerror or e}). Choose a folder you can write to.") from None
     return p
 
 # %% ../nbs/14_cli.ipynb #36cdae43
@@ -236,7 +249,7 @@ def _say(args, log) -> dict:
     split_sentences(text, args.lang, args.cut)                            # TextError now if nothing is speakable
     ref, ref_text, ref_lang = resolve_reference(args.ref, args.ref_text, args.ref_lang, args.no_ref_text, args.lang)
     aux = [resolve_reference(a, no_ref_text=True)[0] for a in args.aux_ref]
-    out = check_output(args.out)
+    out = check_output(args.out, [ref, *aux], force=args.force)
     device = get_device(args.device)
     paths, version, note = resolve_weights(args.model_version, args.local_dir, args.tiny, args.gpt, args.sovits, args.hubert,
                                      args.bert, args.sv, need_bert=needs_bert(args.lang, ref_lang if ref_text else None))
@@ -299,7 +312,7 @@ def _info(args, log) -> dict | list:
                 failed += 1
                 msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
                 r = {"path": str(p), "error": " ".join(msg.split())}
-                print(f"gsv-nb info: error: {r['error']}", file=sys.stderr)
+                print(f"gsv-nb info: error: {printable(r['error'])}", file=sys.stderr)
             rows.append(r)
         return {"files": rows, "failed": failed}
     rows = cached_weights(args.local_dir)
@@ -319,6 +332,10 @@ def _info(args, log) -> dict | list:
             "weights": [{**r, "path": str(r["path"]) if r["path"] else None} for r in rows], "ready": ready}
 
 # %% ../nbs/14_cli.ipynb #6d45dad4
+def printable(text) -> str:
+    "`text` with control characters shown as escapes (\\x1b, \\n, ...): file names and file contents cannot drive the terminal."
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
 def main(argv=None) -> int:
     "Run `gsv-nb` with `argv` (default: the command line); return the exit status."
     parser = build_parser()
@@ -329,9 +346,9 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr); return 2
     quiet = getattr(args, "quiet", False)
-    log = (lambda *a, **k: None) if (quiet or args.json) else (lambda msg: print(msg, flush=True))
-    err = lambda msg: print(f"gsv-nb {args.command}: {msg}", file=sys.stderr, flush=True)
-    info = (lambda msg: None) if (quiet or args.json) else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = (lambda *a, **k: None) if (quiet or args.json) else (lambda msg: print(printable(msg), flush=True))
+    err = lambda msg: print(f"gsv-nb {args.command}: {printable(msg)}", file=sys.stderr, flush=True)
+    info = (lambda msg: None) if (quiet or args.json) else (lambda msg: print(printable(msg), file=sys.stderr, flush=True))
     from gpt_sovits_nb.core import GSVError
     try:
         with warnings.catch_warnings():

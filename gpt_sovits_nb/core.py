@@ -69,6 +69,7 @@ class GPTConfig:
     dropout: float = 0.0
     EOS: int = 1024
     bert_dim: int = 1024             # width of the BERT features fed beside the phones
+    audio_position_rate: float = 1.0 # nano only: token t gets the position code of t x rate (about phones per token)
 
     @property
     def ffn_dim(self) -> int: return 4 * self.hidden_dim  # the reference ignores `linear_units`
@@ -82,9 +83,9 @@ class GPTConfig:
 GPT_CONFIGS = {
     "v1": GPTConfig(phoneme_vocab_size=512),
     "v2": GPTConfig(phoneme_vocab_size=732),
-    "nano": GPTConfig(vocab_size=129, EOS=128, phoneme_vocab_size=732, embedding_dim=192, hidden_dim=192, head=3, n_layer=4),
+    "nano": GPTConfig(vocab_size=257, EOS=256, phoneme_vocab_size=732, embedding_dim=192, hidden_dim=192, head=3, n_layer=4),
 }
-"GPT configs: the released s1longer (v1) and s1longer-v2 (v2, also v2Pro/v2ProPlus) checkpoints, and the nano GPT (128 k-means units, trained here on a CPU)."
+"GPT configs: the released s1longer (v1) and s1longer-v2 (v2, also v2Pro/v2ProPlus) checkpoints, and the nano GPT (256 k-means units, trained here on a CPU)."
 
 # %% ../nbs/00_core.ipynb #754555a5
 @dataclass
@@ -121,6 +122,7 @@ class SoVITSConfig:
     ssl_dim: int = 768               # width of the HuBERT features (chinese-hubert-base)
     codebook_size: int = 1024
     decoder_channels: int = 192      # nano only: width of the mel decoder
+    mfcc_smooth: int = 1             # nano only: frames its MFCC tokenizer averages before pooling
 
     @property
     def is_mel(self) -> bool: return self.version == NANO                  # a mel decoder + a pretrained vocoder
@@ -161,7 +163,7 @@ SOVITS_CONFIGS = {
     "v2ProPlus": _sovits("v2ProPlus", p_dropout=0.0, gin_channels=1024,
                          upsample_initial_channel=768, upsample_kernel_sizes=[20, 16, 8, 2, 2]),
     "nano": _sovits("nano", inter_channels=96, hidden_channels=128, filter_channels=384, n_layers=4, gin_channels=128,
-                    ssl_dim=39, codebook_size=128, sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
+                    ssl_dim=39, codebook_size=256, sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
                     n_mel_channels=80, decoder_channels=192, upsample_rates=[], upsample_kernel_sizes=[],
                     resblock_kernel_sizes=[], resblock_dilation_sizes=[]),
 }
@@ -174,7 +176,9 @@ def get_device(device: str | torch.device | None = "auto") -> torch.device:
         if torch.cuda.is_available(): return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
         return torch.device("cpu")
-    d = torch.device(device)
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device name: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={str(device)!r} was asked for, but no CUDA GPU is visible. Use device='cpu' or 'auto'.")
     return d

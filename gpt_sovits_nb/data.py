@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode
-from .audio import read_audio, load_audio, resample, save_wav
+from .audio import read_audio, load_audio, resample, save_wav, MIN_SR, MAX_SR
 from .corpus import ListItem, read_list, write_list
 
 # %% auto #0
@@ -328,6 +328,10 @@ def check_clip(path, text: str | None = None, vad: bool = True, limits: dict | N
         q.problems = [Problem("unreadable", "error", str(e), "fix or replace the file")]
         return q
     q.sample_rate, q.channels = int(sr), int(channels)
+    if not MIN_SR <= int(sr) <= MAX_SR:                  # a damaged header (a 1 Hz rate): a problem to report, not a crash
+        q.problems = [Problem("unreadable", "error", f"'{path}': sample rate {sr} Hz is outside {MIN_SR}-{MAX_SR} Hz; the header "
+                              "is damaged", "re-export the audio as WAV or FLAC")]
+        return q
     for k, v in measure_clip(wav, sr, vad=vad).items(): setattr(q, k, v)
     q.problems = diagnose(q, limits)
     return q

@@ -38,9 +38,9 @@ class TokenEmbedding(nn.Module):
         return _dropout(self.word_embeddings(ids), self.dropout, self.training)
 
 # %% ../nbs/06_gpt.ipynb #9f7f5605
-def sine_table(n_positions: int, dim: int, start: int = 0) -> torch.Tensor:
-    "The sinusoidal position table [n_positions, dim] for positions start, start+1, ...: sin in even, cos in odd columns."
-    position = torch.arange(start, start + n_positions, dtype=torch.float32).unsqueeze(1)       # [n, 1]
+def sine_table(n_positions: int, dim: int, start: int = 0, rate: float = 1.0) -> torch.Tensor:
+    "The sinusoidal position table [n_positions, dim] for positions (start, start+1, ...) x rate: sin in even, cos in odd columns."
+    position = torch.arange(start, start + n_positions, dtype=torch.float32).unsqueeze(1) * rate  # [n, 1]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))  # [dim/2]
     table = torch.zeros(n_positions, dim)
     table[:, 0::2] = torch.sin(position * freq)
@@ -50,9 +50,9 @@ def sine_table(n_positions: int, dim: int, start: int = 0) -> torch.Tensor:
 
 class SinePositions(nn.Module):
     "Adds `alpha * sine_table` to a sequence of vectors; `alpha` (one learned number) is the only parameter."
-    def __init__(self, dim: int, dropout: float = 0.0, initial_length: int = 4000):
+    def __init__(self, dim: int, dropout: float = 0.0, initial_length: int = 4000, rate: float = 1.0):
         super().__init__()
-        self.dim, self.dropout, self.initial_length = dim, dropout, initial_length
+        self.dim, self.dropout, self.initial_length, self.rate = dim, dropout, initial_length, float(rate)
         self.alpha = nn.Parameter(torch.ones(1))
         self._table = None      # computed on first use, on the right device and dtype (not a weight: no checkpoint key)
 
@@ -61,7 +61,7 @@ class SinePositions(nn.Module):
         t = self._table
         if t is None or t.shape[0] < end or t.device != like.device or t.dtype != like.dtype:
             with torch.inference_mode(False):     # an ordinary tensor, usable by training after inference
-                if t is None or t.shape[0] < end: t = sine_table(max(end, self.initial_length), self.dim)
+                if t is None or t.shape[0] < end: t = sine_table(max(end, self.initial_length), self.dim, rate=self.rate)
                 t = self._table = t.to(device=like.device, dtype=like.dtype)
         return t[:end]
 
@@ -280,7 +280,7 @@ class Text2SemanticGPT(nn.Module):
         self.ar_text_embedding = TokenEmbedding(c.phoneme_vocab_size, D, c.dropout)
         self.ar_text_position = SinePositions(D, TRAIN_DROPOUT)
         self.ar_audio_embedding = TokenEmbedding(c.vocab_size, D, c.dropout)
-        self.ar_audio_position = SinePositions(D, TRAIN_DROPOUT)
+        self.ar_audio_position = SinePositions(D, TRAIN_DROPOUT, rate=c.audio_position_rate)
         self.h = Transformer(c.n_layer, D, c.head, c.ffn_dim)
         self.ar_predict_layer = nn.Linear(D, c.vocab_size, bias=False)
         self.s1_config, self.info = None, None                         # what a loaded checkpoint carried besides weights
@@ -452,6 +452,7 @@ def s1_config_dict(config: GPTConfig) -> dict:
              "hidden_dim": config.hidden_dim, "head": config.head, "linear_units": config.ffn_dim, "n_layer": config.n_layer,
              "dropout": config.dropout, "EOS": config.EOS, "random_bert": 0}
     if config.bert_dim != 1024: model["bert_dim"] = config.bert_dim
+    if config.audio_position_rate != 1.0: model["audio_position_rate"] = config.audio_position_rate
     return {"model": model, "data": {"max_sec": 54, "pad_val": config.EOS}, "inference": {"top_k": 15}}
 
 

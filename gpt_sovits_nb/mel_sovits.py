@@ -158,9 +158,9 @@ def _forward(self, codes, code_lengths, phones, phone_lengths, ref_mel, ref_leng
     return self.mel(codes, code_lengths, phones, phone_lengths, ge)
 
 @torch.no_grad()
-def _decode(self, codes, phones, refer_spec, noise_scale: float = 0.0, speed: float = 1.0, sv_emb=None) -> torch.Tensor:
+def _decode(self, codes, phones, refer_spec, noise_scale: float = 0.0, speed: float = 1.0, sv_emb=None, generator=None) -> torch.Tensor:
     """Speech from semantic tokens: codes [1, 1, T], phones [1, N], refer_spec [1, 80, F] (a vocoder mel; or a list of them,
-    their voices averaged) -> waveform [1, 1, 256 M] at 22.05 kHz. `noise_scale` and `sv_emb` are accepted and unused."""
+    their voices averaged) -> waveform [1, 1, 256 M] at 22.05 kHz. `noise_scale`, `sv_emb` and `generator` are accepted and unused."""
     if isinstance(speed, bool) or not (isinstance(speed, (int, float)) and 0.1 <= speed <= 10):
         raise ConfigError(f"speed must be a number from 0.1 to 10 (1 = as spoken, 2 = twice as fast), got {speed!r}.")
     codes = self._codes(codes)
@@ -198,4 +198,5 @@ def install_tokenizer(model: SoVITS, tokenizer) -> SoVITS:
         model.ssl_proj.weight.copy_(w); model.ssl_proj.bias.zero_()
         book = model.quantizer.codebook
         book.embed.copy_(tokenizer.centroids); book.embed_avg.copy_(tokenizer.centroids)
+    model.config.mfcc_smooth = getattr(tokenizer, "smooth", 1)   # the pipeline's MFCCEncoder must smooth the same way
     return model

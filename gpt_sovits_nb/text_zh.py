@@ -81,11 +81,12 @@ def read_integer(digits: str) -> str:
     return "".join(chars)
 
 def verbalize_number(number: str) -> str:
-    "Read a decimal number string as a Chinese quantity: '25.5' -> 二十五点五, '.05' -> 零点零五."
+    "Read a decimal number string as a Chinese quantity: '25.5' -> 二十五点五, '.05' -> 零点零五, '3.50' -> 三点五零 (as the reference)."
     parts = number.split(".")
     if len(parts) > 2: raise TextError(f"Cannot read the number {number!r}: it has more than one decimal point.")
     whole, frac = (parts + [""])[:2]
-    out, frac = read_integer(whole), frac.rstrip("0")
+    # the reference keeps one trailing zero of the fraction, and reads it: 3.50 -> 三点五零, 3.00 -> 三点零
+    out, frac = read_integer(whole), (frac.rstrip("0") + "0" if frac.endswith("0") else frac)
     if frac: out = (out or "零") + "点" + read_digits(frac)
     return out
 

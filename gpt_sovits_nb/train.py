@@ -4,7 +4,10 @@
 
 # %% ../nbs/11_train.ipynb #e994633b
 from __future__ import annotations
-import bisect, json, math, random, time, warnings
+import bisect, json, math, os, random, time, warnings
+from contextlib import contextmanager
+try: import fcntl
+except ImportError: fcntl = None                 # Windows: no run-folder lock
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -14,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version
+from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version,
+                                seed_everything)
 from .audio import spec_to_mel, mel_spectrogram, figure_png
 from .data import load_feature
 from .sovits import WeightNorm, WNConv1d
@@ -22,17 +26,18 @@ from .sovits import WeightNorm, WNConv1d
 # %% auto #0
 __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS', 'LRELU_SLOPE', 'PERIOD_CHANNELS',
            'SCALE_CHANNELS', 'SCALE_GROUPS', 'TINY_DISCRIMINATOR', 'PRETRAINED_DISCRIMINATORS', 'LOW_LR_MODULES',
-           'CKPT_FORMAT', 'LOSS_PANELS', 'tiny_sovits_config', 'tiny_gpt_config', 'TrainClip', 'training_clips',
-           'sovits_filter', 'gpt_filter', 'repeat_small', 'sovits_example', 'gpt_example', 'collate_sovits',
-           'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv2d', 'DiscriminatorP',
-           'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator', 'pretrained_discriminator',
-           'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss', 'kl_loss', 'slice_segments',
-           'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer', 'sovits_param_groups', 'grad_norm',
-           'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state', 'plain_state_dict', 'checkpoint_path',
-           'list_checkpoints', 'save_training_checkpoint', 'load_training_checkpoint', 'latest_checkpoint', 'Trainer',
-           'SoVITSTrainer', 'plot_history', 'LiveView', 'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss',
-           'ScaledAdam', 'warmup_cosine_lr', 'WarmupCosine', 'GPTTrainer', 'vocode', 'sovits_train_section',
-           'export_sovits', 'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
+           'CKPT_FORMAT', 'MANIFEST', 'LOSS_PANELS', 'tiny_sovits_config', 'tiny_gpt_config', 'TrainClip',
+           'training_clips', 'sovits_filter', 'gpt_filter', 'repeat_small', 'sovits_example', 'gpt_example',
+           'collate_sovits', 'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv2d',
+           'DiscriminatorP', 'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator',
+           'pretrained_discriminator', 'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss',
+           'kl_loss', 'slice_segments', 'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer',
+           'sovits_param_groups', 'grad_norm', 'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state',
+           'plain_state_dict', 'checkpoint_path', 'list_checkpoints', 'read_manifest', 'save_training_checkpoint',
+           'load_training_checkpoint', 'latest_checkpoint', 'run_folder_lock', 'Trainer', 'SoVITSTrainer',
+           'plot_history', 'LiveView', 'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss', 'ScaledAdam',
+           'warmup_cosine_lr', 'WarmupCosine', 'GPTTrainer', 'vocode', 'sovits_train_section', 'export_sovits',
+           'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
 
 # %% ../nbs/11_train.ipynb #16f45e79
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
@@ -512,13 +517,59 @@ def list_checkpoints(folder, kind: str) -> list[tuple[int, Path]]:
         except ValueError: pass
     return sorted(out)
 
+MANIFEST = "manifest.json"
+"The file beside the checkpoints that lists those the trainer wrote, with their SHA-256."
+
+def _sha256(path, chunk: int = 1 << 20) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""): h.update(block)
+    return h.hexdigest()
+
+def read_manifest(folder) -> dict:
+    "{file name: {'step', 'sha256', 'kind'}} of the checkpoints the trainer wrote in `folder` ({} if none or unreadable)."
+    p = Path(folder) / MANIFEST
+    try: d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return {}
+    return d.get("checkpoints", {}) if isinstance(d, dict) else {}
+
+def _write_manifest(folder, entries: dict):
+    p = Path(folder) / MANIFEST
+    tmp = p.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"format": CKPT_FORMAT, "checkpoints": entries}, indent=1), encoding="utf-8")
+    os.replace(tmp, p)
+
 def save_training_checkpoint(state: Mapping, folder, kind: str, step: int, keep_last: int = 2) -> Path:
-    "Write `state` atomically (temporary file, fsync, os.replace) as folder/<kind>-<step>.pt and keep only the newest `keep_last`."
+    """Write `state` atomically as folder/<kind>-<step>.pt, record its SHA-256 in the manifest, and keep the newest `keep_last`
+    of the checkpoints the manifest lists (files the trainer did not write are never deleted)."""
     from gpt_sovits_nb.checkpoints import save_checkpoint
-    path = save_checkpoint({"format": CKPT_FORMAT, "kind": kind, "step": int(step), **state}, checkpoint_path(folder, kind, step))
-    if keep_last:
-        for _, old in list_checkpoints(folder, kind)[:-keep_last]: old.unlink(missing_ok=True)
+    folder = Path(folder)
+    try:
+        path = save_checkpoint({"format": CKPT_FORMAT, "kind": kind, "step": int(step), **state}, checkpoint_path(folder, kind, step))
+        entries = read_manifest(folder)
+        entries[path.name] = {"step": int(step), "sha256": _sha256(path), "kind": kind}
+        mine = sorted((e["step"], n) for n, e in entries.items() if e.get("kind") == kind)
+        drop = [n for _, n in mine[:-keep_last]] if keep_last else []
+        for n in drop: entries.pop(n, None)
+        _write_manifest(folder, entries)
+        for n in drop: (folder / n).unlink(missing_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"Could not write the training checkpoint of step {step} into '{folder}' ({e.strerror or e}): the disk "
+                              "may be full or the folder read-only. The previous checkpoint is intact; free some space and run "
+                              "again to resume.") from None
     return path
+
+def _checkpoint_problem(path: Path, state: dict, manifest: dict) -> str | None:
+    "Why a readable checkpoint must not be resumed from (checksum mismatch, non-finite weights), or None."
+    entry = manifest.get(path.name)
+    if entry and entry.get("sha256") and _sha256(path) != entry["sha256"]:
+        return f"'{path}' does not match the checksum recorded when it was written: it was damaged on disk."
+    model = state.get("model", {})
+    if isinstance(model, Mapping):
+        bad = [k for k, v in model.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad: return f"'{path}' holds NaN or infinite weights ({bad[0]}, ...)."
+    return None
 
 def load_training_checkpoint(path) -> dict:
     "Read a training checkpoint with torch.load(weights_only=True): tensors and plain containers only, never code."
@@ -533,15 +584,40 @@ def load_training_checkpoint(path) -> dict:
     return d
 
 def latest_checkpoint(folder, kind: str) -> tuple[Path, dict] | None:
-    "The newest readable training checkpoint of `kind` in `folder` as (path, state), or None; stray temporary files are removed."
+    """The newest sound training checkpoint of `kind` in `folder` as (path, state), or None. A damaged one (unreadable,
+    checksum mismatch, NaN weights) is passed over with a warning that says so; stray temporary files are removed."""
     folder = Path(folder)
-    for tmp in folder.glob(f".{kind}-*.tmp"): tmp.unlink(missing_ok=True)
+    from gpt_sovits_nb.checkpoints import remove_stale_temporaries
+    remove_stale_temporaries(folder, f".{kind}-*.tmp")        # those of a killed run; a live trainer's are left alone
+    manifest = read_manifest(folder)
     for _, p in reversed(list_checkpoints(folder, kind)):
-        try: return p, load_training_checkpoint(p)
-        except CheckpointError as e: warnings.warn(f"{e} Trying the one before.")
+        try: state = load_training_checkpoint(p)
+        except CheckpointError as e:
+            warnings.warn(f"{e} Resuming from the one before."); continue
+        problem = _checkpoint_problem(p, state, manifest)
+        if problem is None: return p, state
+        warnings.warn(f"{problem} Resuming from the one before.")
     return None
 
 # %% ../nbs/11_train.ipynb #351f9ce8
+@contextmanager
+def run_folder_lock(run_dir):
+    """Hold `run_dir/.lock` (an exclusive `flock`) while a trainer resumes or trains, so that a second trainer started on the
+    same folder stops with a clear message instead of deleting the first one's files. Released on exit, even when killed."""
+    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None: yield; return                        # no flock (Windows): unguarded
+    fh = open(run_dir / ".lock", "a+")
+    try:
+        try: fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0); who = fh.read().strip() or "another process"
+            raise ConfigError(f"The run folder '{run_dir}' is in use by another trainer ({who}). Wait for it to finish or stop it, "
+                              "or give this run its own folder.") from None
+        fh.seek(0); fh.truncate(); fh.write(f"pid {os.getpid()}"); fh.flush()
+        yield
+    finally:
+        fh.close()
+
 class Trainer:
     "The loop both trainers share: step counter, loss history, `fit`, checkpoints every `save_every` steps, `resume`."
     kind = "model"
@@ -550,6 +626,7 @@ class Trainer:
         self.run_dir, self.config, self.device = Path(run_dir), config, get_device(device)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step, self.seconds, self.history, self.resumed_from = 0, 0.0, {"step": []}, None
+        self._started = False           # a fresh run seeds every generator at its first step (see `fit`)
 
     # what a subclass provides
     def train_step(self) -> dict: raise NotImplementedError
@@ -582,19 +659,34 @@ class Trainer:
 
     def resume(self) -> int:
         "Continue from the newest readable checkpoint in run_dir/checkpoints, if any; returns the step reached (0: a fresh start)."
-        found = latest_checkpoint(self.ckpt_dir, self.kind)
+        with run_folder_lock(self.run_dir): found = latest_checkpoint(self.ckpt_dir, self.kind)
         if found is None: return 0
         self.resumed_from, state = found
         self.load_state_dict(state)
+        self._started = True                            # the generators continue from the checkpoint's states
         return self.step
 
     def fit(self, steps: int, view=None, sample_every: int = 0) -> dict:
         "Train until `steps` steps in total; checkpoint every `config.save_every` steps and at the end. Returns the history."
+        with run_folder_lock(self.run_dir):
+            if self.step == 0 and not self._started:    # a fresh run: the same seed gives the same run, whatever ran before
+                seed_everything(getattr(self.config, "seed", 0))
+            self._started = True
+            return self._fit(steps, view, sample_every)
+
+    def _fit(self, steps: int, view=None, sample_every: int = 0) -> dict:
         start, every = self.step, int(self.config.save_every or 0)
         try:
             while self.step < steps:
                 t0 = time.perf_counter()
                 values = self.train_step()
+                bad = [k for k, v in values.items() if isinstance(v, float) and not math.isfinite(v) and k.startswith("loss")]
+                if bad:
+                    last = latest_checkpoint(self.ckpt_dir, self.kind)
+                    raise GSVError(f"Training diverged at step {self.step + 1}: {', '.join(bad)} became {values[bad[0]]}. Nothing "
+                                   f"was saved from this step; the last sound checkpoint is "
+                                   f"{last[0] if last else 'none (no checkpoint yet)'}. Lower the learning rate (or check the data) "
+                                   "and resume.")
                 self.step += 1
                 dt = time.perf_counter() - t0
                 self.seconds += dt
@@ -789,13 +881,17 @@ def batch_prefix_mask(phone_lengths: torch.Tensor, n_phones: int, token_lengths:
                         torch.arange(n_tokens, device=dev)[None] < token_lengths.to(dev)[:, None]], dim=1)   # [B, L]
     return (attend[None] & key_ok[:, None, :])[:, None]
 
-def gpt_loss(gpt, batch: dict, score_padding: bool = True) -> dict:
+def gpt_loss(gpt, batch: dict, score_padding: bool = True, input_noise: float = 0.0) -> dict:
     """The reference's training forward (forward_old in t2s_model.py) on a padded batch: summed next-token cross-entropy
-    `loss`, the number of scored positions `n`, `loss_per_token`, and top-3 accuracy on the real tokens `top3_acc`."""
+    `loss`, the number of scored positions `n`, `loss_per_token`, and top-3 accuracy on the real tokens `top3_acc`.
+    `input_noise` (0 in the reference) replaces that share of the input tokens, not the targets, by random ones."""
     dev, eos = gpt.device, gpt.config.EOS
     phones, plen = batch["phones"].to(dev), batch["phone_lengths"].to(dev)
     sem, slen = batch["semantic"].to(dev), batch["semantic_lengths"].to(dev)
     inputs, targets = gpt_teacher_forcing(sem, slen, eos)
+    if input_noise > 0:
+        swap = (torch.rand(inputs.shape, device=dev) < input_noise) & (inputs != eos)
+        inputs = torch.where(swap, torch.randint_like(inputs, eos), inputs)
     x = gpt.embed_text(phones, batch["bert"].to(dev, gpt.dtype))                 # [B, N, D]
     y = gpt.embed_audio(inputs)                                                  # [B, T, D]
     h = gpt.h(torch.cat([x, y], dim=1), batch_prefix_mask(plen, x.shape[1], slen, y.shape[1]))
@@ -850,7 +946,7 @@ def warmup_cosine_lr(step: int, init_lr: float, peak_lr: float, end_lr: float, w
     "WarmupCosineLRSchedule's curve: linear init_lr -> peak_lr over warmup_steps, then a half cosine down to end_lr at total_steps."
     if step < warmup_steps: return init_lr + (peak_lr - init_lr) / warmup_steps * step
     if step > total_steps: return end_lr
-    t = (step - warmup_steps) / (total_steps - warmup_steps)
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return end_lr + 0.5 * (1 + math.cos(math.pi * t)) * (peak_lr - end_lr)
 
 class WarmupCosine:

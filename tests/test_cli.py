@@ -111,10 +111,11 @@ def test_bad_language_is_a_usage_error():
 def test_offline_without_weights(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_hf"), "HF_HUB_CACHE": None, "HUGGINGFACE_HUB_CACHE": None,
            "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    msg = one_line_error(gsv("say", "Hello there.", "--ref", "corpus:ps_librivox", "--device", "cpu", env=env))
-    assert "HF_HUB_OFFLINE" in msg and "lj1995/GPT-SoVITS" in msg and str(tmp_path / "empty_hf") in msg
+    msg = one_line_error(gsv("say", "Hello there.", "--ref", "corpus:ps_librivox", "--device", "cpu", "--version", "v2", env=env,
+                             cwd=tmp_path))                              # a released version by name: no fallback
+    assert "HF_HUB_OFFLINE" in msg and "lj1995/GPT-SoVITS" in msg and str(tmp_path / "empty_hf") in msg and "nano" in msg
     r = gsv("info", env=env)                                             # info says what is missing, and how to get it
-    assert r.returncode == 0 and "ready offline: no version" in r.stdout and "offline" in r.stdout
+    assert r.returncode == 0 and "ready offline: nano" in r.stdout and "offline" in r.stdout
     assert r.stdout.count(" no ") >= 8
 
 

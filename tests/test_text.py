@@ -137,6 +137,7 @@ def test_ja_phrase_borders_become_unk():
 
 # ---------------------------------------------------------------- English dictionary sources
 def test_dictionary_cache_is_written_and_reused():
+    text_en._english_dictionary.cache_clear()           # parse again (another test may have loaded it under another cache dir)
     d = text_en.english_dictionary()
     assert d["chatgpt"][0] == "CH" and "ai" not in d and "hud" not in d
     cached = list(text_en.cache_dir().glob("english_dict_*.json"))

@@ -73,7 +73,7 @@ def test_sigkill_then_resume(tmp_path):
     assert proc.returncode == -signal.SIGKILL and killed_at < 200
 
     last = list_checkpoints(ckpts, "sovits")[-1][0]
-    assert last % 3 == 0 and last <= killed_at
+    assert last % 3 == 0 and last <= killed_at + 1              # a step is saved just before it is reported
     for _, p in list_checkpoints(ckpts, "sovits"): _strict_load(p)
     # a save interrupted by a crash leaves a temporary file; a damaged newest checkpoint must not stop the resume either
     (ckpts / f".sovits-{last + 3:08d}.pt.x1y2.tmp").write_bytes(b"PK\x03\x04 half written")
@@ -155,11 +155,11 @@ def test_export_gpt_official_format(pro_run):
     for k, v in gt.gpt.state_dict().items(): assert torch.equal(g.state_dict()[k], v.half().float()), k
 
 
-def test_v2_export_has_no_header(tmp_path):
+def test_small_v2_export_is_tagged_v2(tmp_path):
     torch.manual_seed(0)
     m = SoVITS(tiny_sovits_config("v2", ssl_dim=32), posterior=True)
     path = export_sovits(m, tmp_path / "v2.pth")
-    assert path.read_bytes()[:2] == b"PK"
+    assert path.read_bytes()[:2] == b"01"          # under 81 MiB: tagged, or the WebUI's size rule would call it v1
     assert load_sovits(path).version == "v2"
 
 
