@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version,
                                 seed_everything)
 from .audio import spec_to_mel, mel_spectrogram, figure_png
-from .data import load_feature
+from .data import load_feature, file_hash
 from .sovits import WeightNorm, WNConv1d
 
 # %% auto #0
@@ -520,13 +520,6 @@ def list_checkpoints(folder, kind: str) -> list[tuple[int, Path]]:
 MANIFEST = "manifest.json"
 "The file beside the checkpoints that lists those the trainer wrote, with their SHA-256."
 
-def _sha256(path, chunk: int = 1 << 20) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""): h.update(block)
-    return h.hexdigest()
-
 def read_manifest(folder) -> dict:
     "{file name: {'step', 'sha256', 'kind'}} of the checkpoints the trainer wrote in `folder` ({} if none or unreadable)."
     p = Path(folder) / MANIFEST
@@ -548,7 +541,7 @@ def save_training_checkpoint(state: Mapping, folder, kind: str, step: int, keep_
     try:
         path = save_checkpoint({"format": CKPT_FORMAT, "kind": kind, "step": int(step), **state}, checkpoint_path(folder, kind, step))
         entries = read_manifest(folder)
-        entries[path.name] = {"step": int(step), "sha256": _sha256(path), "kind": kind}
+        entries[path.name] = {"step": int(step), "sha256": file_hash(path), "kind": kind}
         mine = sorted((e["step"], n) for n, e in entries.items() if e.get("kind") == kind)
         drop = [n for _, n in mine[:-keep_last]] if keep_last else []
         for n in drop: entries.pop(n, None)
@@ -563,7 +556,7 @@ def save_training_checkpoint(state: Mapping, folder, kind: str, step: int, keep_
 def _checkpoint_problem(path: Path, state: dict, manifest: dict) -> str | None:
     "Why a readable checkpoint must not be resumed from (checksum mismatch, non-finite weights), or None."
     entry = manifest.get(path.name)
-    if entry and entry.get("sha256") and _sha256(path) != entry["sha256"]:
+    if entry and entry.get("sha256") and file_hash(path) != entry["sha256"]:
         return f"'{path}' does not match the checksum recorded when it was written: it was damaged on disk."
     model = state.get("model", {})
     if isinstance(model, Mapping):
