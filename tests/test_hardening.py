@@ -415,3 +415,18 @@ def test_resume_is_exact_and_same_seed_runs_agree(tmp_path):
             assert all(torch.equal(a, b) for a, b in zip(model(whole).state_dict().values(), model(other).state_dict().values())), cls.__name__
             key = next(k for k in whole.history if k.startswith("loss"))
             assert whole.history[key] == other.history[key]
+
+
+def test_quality_check_of_an_hour_long_recording_reads_only_its_header(tmp_path):
+    import resource, soundfile as sf
+    from gpt_sovits_nb.data import check_clip
+    long = tmp_path / "hour.wav"
+    with sf.SoundFile(long, "w", 16000, 1, "PCM_16") as f:          # one hour, written in blocks (115 MB)
+        block = (0.1 * np.sin(np.arange(16000 * 60) / 9)).astype(np.float32)
+        for _ in range(60): f.write(block)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    q = check_clip(long)
+    assert time.perf_counter() - t0 < 5 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
+    assert [p.code for p in q.problems] == ["too_long"] and round(q.duration) == 3600 and not q.usable
+    assert "slice_on_silence" in q.problems[0].fix
