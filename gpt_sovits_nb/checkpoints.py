@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoints.ipynb #f29d0183
 from __future__ import annotations
-import glob, hashlib, io, os, pickle, sys, tempfile, zipfile
+import glob, hashlib, io, os, pickle, sys, tempfile, warnings, zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +22,10 @@ __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAI
            'MAX_SIZE', 'MAX_LIST', 'SIZE_RULE_KIB', 'HF_REPO', 'KNOWN_WEIGHTS', 'WEIGHTS_FOR', 'CheckpointFile',
            'sniff_file', 'open_checkpoint_zip', 'HParams', 'SafeUnpickler', 'check_structure', 'safe_load',
            'read_checkpoint', 'checkpoint_kind', 'lightning_to_gpt', 'gpt_version', 'sovits_version', 'detect_version',
-           'check_config_sizes', 'load_gpt', 'load_sovits', 'remove_stale_temporaries', 'save_checkpoint', 'save_gpt',
-           'save_sovits', 'size_rule_tag', 'CheckpointSummary', 'checkpoint_info', 'HubWeights', 'hub_cache_dir',
-           'hub_offline', 'hub_reachable', 'hub_file', 'pretrained_weights', 'cached_weights', 'nano_dir',
-           'nano_weights']
+           'check_config_sizes', 'load_gpt', 'load_sovits', 'remove_stale_temporaries', 'save_checkpoint',
+           'webui_incompatibilities', 'save_gpt', 'save_sovits', 'size_rule_tag', 'CheckpointSummary',
+           'checkpoint_info', 'HubWeights', 'hub_cache_dir', 'hub_offline', 'hub_reachable', 'hub_file',
+           'pretrained_weights', 'cached_weights', 'nano_dir', 'nano_weights']
 
 # %% ../nbs/08_checkpoints.ipynb #8b56d01a
 HEADER_VERSIONS = {b"PK": None, b"00": "v1", b"01": "v2", b"05": "v2Pro", b"06": "v2ProPlus"}
@@ -544,15 +544,42 @@ def _official(ckpt: dict, drop=()) -> dict:
     _check_plain(config)
     return {**ckpt, "weight": weight, "config": config}
 
+def webui_incompatibilities(config) -> list[str]:
+    """Why the reference's own classes could not build a model of `config` (a GPTConfig or SoVITSConfig), so that the
+    official WebUI could not load its file; [] when they can. (The released sizes always can; small test sizes often not.)"""
+    from gpt_sovits_nb.core import GPTConfig
+    from gpt_sovits_nb.sovits import mrte_channels
+    if isinstance(config, GPTConfig):
+        return [f"BERT width {config.bert_dim} (its bert_proj reads 1024)"] if config.bert_dim != 1024 else []
+    if config.is_mel: return ["a mel decoder with a separate vocoder (the nano design, which the reference does not have)"]
+    why = []
+    if config.ssl_dim != 768: why.append(f"HuBERT width {config.ssl_dim} (its ssl_proj and quantizer are 768 wide)")
+    if config.codebook_size != 1024: why.append(f"{config.codebook_size} semantic tokens (its quantizer has 1024)")
+    if config.hidden_channels != 192: why.append(f"hidden_channels={config.hidden_channels} (its MRTE reads and writes 192)")
+    if mrte_channels(config) != 512: why.append(f"MRTE width {mrte_channels(config)} (its MRTE is 512 wide)")
+    if str(config.resblock) == "1" and any(len(d) != 3 for d in config.resblock_dilation_sizes):
+        why.append(f"ResBlock1 with {sorted({len(d) for d in config.resblock_dilation_sizes})} dilations (it takes exactly 3)")
+    return why
+
+def _warn_webui(config, path):
+    why = webui_incompatibilities(config)
+    if why: warnings.warn(f"'{path}' is in the official format, but the official WebUI cannot load it: its classes cannot build "
+                          f"{'; '.join(why)}. It loads here. Train at the released sizes for a file the WebUI accepts.", stacklevel=3)
+
 def save_gpt(model_or_ckpt, path, info: str | None = None) -> Path:
-    "Save a `Text2SemanticGPT` (or an s1 dict) as an official GPT .ckpt (float16 weights, plain zip)."
+    """Save a `Text2SemanticGPT` (or an s1 dict) as an official GPT .ckpt (float16 weights, plain zip); warns when the
+    official WebUI could not load it (`webui_incompatibilities`)."""
     ckpt = _official(_as_dict(model_or_ckpt))
     if checkpoint_kind(ckpt) != "gpt": raise CheckpointError(f"save_gpt('{path}'): the weights are not a GPT's (every key starts with 'model.').")
     ckpt["info"] = info or ckpt.get("info") or "GPT-e0"
-    return save_checkpoint({"weight": ckpt["weight"], "config": ckpt["config"], "info": ckpt["info"]}, path)
+    path = save_checkpoint({"weight": ckpt["weight"], "config": ckpt["config"], "info": ckpt["info"]}, path)
+    from gpt_sovits_nb.core import GPTConfig
+    _warn_webui(GPTConfig.from_dict(_config_section(ckpt["config"], "model")), path)
+    return path
 
 def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | None = None) -> Path:
-    "Save a `SoVITS` (or an s2 dict) as an official .pth: float16, no enc_q, tagged b'05'/b'06' for v2Pro/v2ProPlus."
+    """Save a `SoVITS` (or an s2 dict) as an official .pth: float16, no enc_q, tagged b'05'/b'06' for v2Pro/v2ProPlus (and b'00'/b'01'
+    where the WebUI's size rule would misread the version); warns when the official WebUI could not load it."""
     ckpt = _official(_as_dict(model_or_ckpt), drop=("enc_q.",))
     if checkpoint_kind(ckpt) != "sovits": raise CheckpointError(f"save_sovits('{path}'): the weights are not a SoVITS model's.")
     version = version or getattr(model_or_ckpt, "version", None) or sovits_version(ckpt)
@@ -562,6 +589,8 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
     tag = size_rule_tag(version, path.stat().st_size)
     if tag:                                           # the WebUI would guess the wrong version from the size: say it
         with open(path, "r+b") as fh: fh.write(tag)
+    from gpt_sovits_nb.core import SoVITSConfig
+    _warn_webui(model_or_ckpt.config if hasattr(model_or_ckpt, "config") else SoVITSConfig.from_dict(ckpt["config"], version), path)
     return path
 
 SIZE_RULE_KIB = 82978

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_nano.ipynb #8ce0be47
 from __future__ import annotations
-import json, math, random, re, shutil, subprocess, tempfile, time
+import json, math, random, re, shutil, subprocess, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
@@ -522,14 +522,17 @@ class NanoGPTTrainer(Trainer):
 NANO_GPT_FILE, NANO_SOVITS_FILE = "nano_gpt.ckpt", "nano_sovits.pth"
 
 def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "") -> tuple[Path, Path]:
-    "Write the nano pair as official-format files out_dir/nano_gpt.ckpt and out_dir/nano_sovits.pth (float16); returns their paths."
+    """Write the nano pair as official-format files out_dir/nano_gpt.ckpt and out_dir/nano_sovits.pth (float16); returns their paths.
+    They load here (and `gsv-nb info` names them), not in the official WebUI, which has no mel decoder."""
     from gpt_sovits_nb.checkpoints import save_gpt, save_sovits
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     ckpt = gpt.to_checkpoint_dict(half=True)
     ckpt["config"]["model"]["version"] = NANO
     ckpt["config"]["data"]["pad_val"] = gpt.config.EOS
     g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + info if info else ''}")
-    s = save_sovits(sovits, out / NANO_SOVITS_FILE, version=NANO, info=f"nano SoVITS{': ' + info if info else ''}")
+    with warnings.catch_warnings():                   # the mel decoder is not for the WebUI: said above
+        warnings.filterwarnings("ignore", message=".*the official WebUI cannot load it")
+        s = save_sovits(sovits, out / NANO_SOVITS_FILE, version=NANO, info=f"nano SoVITS{': ' + info if info else ''}")
     return g, s
 
 # %% ../nbs/11a_nano.ipynb #a74dd062

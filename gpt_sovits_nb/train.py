@@ -41,7 +41,8 @@ __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS
 
 # %% ../nbs/11_train.ipynb #16f45e79
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
-    "A SoVITS config with the released structure and a few million weights instead of 50-100 million (tests, CPU demos); `ssl_dim` = the HuBERT width."
+    """A SoVITS config with the released structure and a few million weights instead of 50-100 million (tests, CPU demos); `ssl_dim` = the HuBERT width.
+    The official WebUI cannot load what is trained at this size (its MRTE is fixed at 192 channels in, 512 wide): exporting warns."""
     pro = check_version(version) in ("v2Pro", "v2ProPlus")
     return SoVITSConfig(version=version, inter_channels=16, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
                         upsample_initial_channel=32, gin_channels=32 if pro else 512, ssl_dim=ssl_dim, segment_size=5120,

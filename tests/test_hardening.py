@@ -430,3 +430,21 @@ def test_quality_check_of_an_hour_long_recording_reads_only_its_header(tmp_path)
     assert time.perf_counter() - t0 < 5 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000
     assert [p.code for p in q.problems] == ["too_long"] and round(q.duration) == 3600 and not q.usable
     assert "slice_on_silence" in q.problems[0].fix
+
+
+def test_saving_a_file_the_webui_cannot_build_warns(tmp_path):
+    "Released sizes save silently; sizes the reference's classes cannot build (the tiny training configs) warn and say why."
+    import warnings
+    from gpt_sovits_nb.core import SOVITS_CONFIGS, GPT_CONFIGS
+    from gpt_sovits_nb.checkpoints import webui_incompatibilities, save_sovits, load_sovits
+    from gpt_sovits_nb.sovits import SoVITS
+    from gpt_sovits_nb.train import tiny_sovits_config
+    from gpt_sovits_nb.pipeline import make_tiny_models
+    assert all(webui_incompatibilities(SOVITS_CONFIGS[v]) == [] for v in ("v1", "v2", "v2Pro", "v2ProPlus"))
+    assert webui_incompatibilities(GPT_CONFIGS["v2"]) == [] and "mel decoder" in webui_incompatibilities(SOVITS_CONFIGS["nano"])[0]
+    with pytest.warns(UserWarning, match=r"WebUI cannot load it.*hidden_channels=16 \(its MRTE reads and writes 192\)"):
+        p = save_sovits(SoVITS(tiny_sovits_config("v2")), tmp_path / "tiny.pth")
+    assert load_sovits(p).version == "v2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # the tiny demo sets say so in their docstring instead of warning
+        make_tiny_models(tmp_path / "set", "v2")
