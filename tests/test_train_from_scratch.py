@@ -23,6 +23,7 @@ def test_notebook_is_colab_ready_and_clean():
     assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 
 
+@pytest.mark.timeout(1800)
 def test_train_from_scratch_small(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     for k, v in dict(GSV_FAST="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1").items(): monkeypatch.setenv(k, v)
