@@ -18,9 +18,9 @@ from .core import AudioError
 
 # %% auto #0
 __all__ = ['MIN_SR', 'MAX_SR', 'SILENCE_PEAK', 'AUDIO_FORMATS', 'N_FFT', 'HOP', 'WIN', 'SR_SOVITS', 'check_audio', 'resample',
-           'read_audio', 'load_audio', 'save_wav', 'stft_magnitude', 'spectrogram', 'reference_spectrogram',
-           'mel_filterbank', 'spec_to_mel', 'mel_spectrogram', 'plot_spectrogram', 'plot_waveform', 'figure_png',
-           'show_figure', 'audio_player', 'synthetic_vowel']
+           'read_audio', 'audio_header', 'load_audio', 'save_wav', 'stft_magnitude', 'spectrogram',
+           'reference_spectrogram', 'mel_filterbank', 'spec_to_mel', 'mel_spectrogram', 'plot_spectrogram',
+           'plot_waveform', 'figure_png', 'show_figure', 'audio_player', 'synthetic_vowel']
 
 # %% ../nbs/01_audio.ipynb #5ea2c32d
 MIN_SR, MAX_SR = 4000, 384000
@@ -91,6 +91,13 @@ def read_audio(path, max_seconds: float | None = None) -> tuple[torch.Tensor, in
     channels = data.shape[1]
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))[None]
     return wav, int(sr), channels
+
+def audio_header(path) -> tuple[float, int, int] | None:
+    "(seconds, sample rate, channels) of an audio file from its header alone, no samples read; None when the header cannot tell."
+    try: info = sf.info(str(path))
+    except Exception: return None
+    if not MIN_SR <= info.samplerate <= MAX_SR: return None
+    return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
 
 def load_audio(path, sr: int | None = None, method: str = "sinc", max_seconds: float | None = None) -> torch.Tensor:
     """Load `path` as a mono float32 `[1, S]` tensor resampled to `sr` Hz (None: keep the file's rate); checked for bad audio.

@@ -566,20 +566,20 @@ def _warn_webui(config, path):
     if why: warnings.warn(f"'{path}' is in the official format, but the official WebUI cannot load it: its classes cannot build "
                           f"{'; '.join(why)}. It loads here. Train at the released sizes for a file the WebUI accepts.", stacklevel=3)
 
-def save_gpt(model_or_ckpt, path, info: str | None = None) -> Path:
+def save_gpt(model_or_ckpt, path, info: str | None = None, webui_check: bool = True) -> Path:
     """Save a `Text2SemanticGPT` (or an s1 dict) as an official GPT .ckpt (float16 weights, plain zip); warns when the
-    official WebUI could not load it (`webui_incompatibilities`)."""
+    official WebUI could not load it (`webui_incompatibilities`), unless `webui_check=False` (files made to be used here only)."""
     ckpt = _official(_as_dict(model_or_ckpt))
     if checkpoint_kind(ckpt) != "gpt": raise CheckpointError(f"save_gpt('{path}'): the weights are not a GPT's (every key starts with 'model.').")
     ckpt["info"] = info or ckpt.get("info") or "GPT-e0"
     path = save_checkpoint({"weight": ckpt["weight"], "config": ckpt["config"], "info": ckpt["info"]}, path)
     from gpt_sovits_nb.core import GPTConfig
-    _warn_webui(GPTConfig.from_dict(_config_section(ckpt["config"], "model")), path)
+    if webui_check: _warn_webui(GPTConfig.from_dict(_config_section(ckpt["config"], "model")), path)
     return path
 
-def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | None = None) -> Path:
+def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | None = None, webui_check: bool = True) -> Path:
     """Save a `SoVITS` (or an s2 dict) as an official .pth: float16, no enc_q, tagged b'05'/b'06' for v2Pro/v2ProPlus (and b'00'/b'01'
-    where the WebUI's size rule would misread the version); warns when the official WebUI could not load it."""
+    where the WebUI's size rule would misread the version); warns when the official WebUI could not load it (unless `webui_check=False`)."""
     ckpt = _official(_as_dict(model_or_ckpt), drop=("enc_q.",))
     if checkpoint_kind(ckpt) != "sovits": raise CheckpointError(f"save_sovits('{path}'): the weights are not a SoVITS model's.")
     version = version or getattr(model_or_ckpt, "version", None) or sovits_version(ckpt)
@@ -590,7 +590,8 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
     if tag:                                           # the WebUI would guess the wrong version from the size: say it
         with open(path, "r+b") as fh: fh.write(tag)
     from gpt_sovits_nb.core import SoVITSConfig
-    _warn_webui(model_or_ckpt.config if hasattr(model_or_ckpt, "config") else SoVITSConfig.from_dict(ckpt["config"], version), path)
+    if webui_check:
+        _warn_webui(model_or_ckpt.config if hasattr(model_or_ckpt, "config") else SoVITSConfig.from_dict(ckpt["config"], version), path)
     return path
 
 SIZE_RULE_KIB = 82978

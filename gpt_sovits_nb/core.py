@@ -69,7 +69,6 @@ class GPTConfig:
     dropout: float = 0.0
     EOS: int = 1024
     bert_dim: int = 1024             # width of the BERT features fed beside the phones
-    audio_position_rate: float = 1.0 # nano only: token t gets the position code of t x rate (about phones per token)
 
     @property
     def ffn_dim(self) -> int: return 4 * self.hidden_dim  # the reference ignores `linear_units`
@@ -122,7 +121,6 @@ class SoVITSConfig:
     ssl_dim: int = 768               # width of the HuBERT features (chinese-hubert-base)
     codebook_size: int = 1024
     decoder_channels: int = 192      # nano only: width of the mel decoder
-    mfcc_smooth: int = 1             # nano only: frames its MFCC tokenizer averages before pooling
 
     @property
     def is_mel(self) -> bool: return self.version == NANO                  # a mel decoder + a pretrained vocoder

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode
-from .audio import read_audio, load_audio, resample, save_wav, MIN_SR, MAX_SR
+from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR
 from .corpus import ListItem, read_list, write_list
 
 # %% auto #0
@@ -324,13 +323,10 @@ def check_clip(path, text: str | None = None, vad: bool = True, limits: dict | N
     "Read and measure one audio file; never raises for bad audio: an unreadable file comes back as an 'unreadable' error."
     q = ClipQuality(path=str(path), text=text, speaker=speaker, lang=lang)
     L = {**QUALITY_LIMITS, **(limits or {})}
-    try:
-        info = sf.info(str(path))
-        seconds = info.frames / info.samplerate if MIN_SR <= info.samplerate <= MAX_SR else 0.0
-    except Exception: seconds = 0.0                   # read_audio below says what is wrong
-    if seconds > L["max_seconds"]:                    # an hour-long recording: judged from its header, never loaded whole
-        q.duration, q.sample_rate, q.channels = seconds, int(info.samplerate), int(info.channels)
-        q.problems = [Problem("too_long", "error", f"too long: {seconds:.0f} s (training drops clips over {L['max_seconds']:.0f} s); "
+    header = audio_header(path)                       # None: read_audio below says what is wrong
+    if header and header[0] > L["max_seconds"]:       # an hour-long recording: judged from its header, never loaded whole
+        q.duration, q.sample_rate, q.channels = header
+        q.problems = [Problem("too_long", "error", f"too long: {q.duration:.0f} s (training drops clips over {L['max_seconds']:.0f} s); "
                               "not measured", "cut it into 4-15 s clips with slice_on_silence (or slice_recordings)")]
         return q
     try:

@@ -20,8 +20,8 @@ from .text_en import expand_english
 __all__ = ['WHISPER_MODEL', 'asr_words', 'align_words', 'word_errors', 'word_error_rate', 'whisper_cached', 'asr_engine',
            'transcribe_speech', 'skips_and_repeats', 'token_loops', 'speaker_centroids', 'nearest_speaker',
            'sv_similarity', 'f0_contour', 'f0_stats', 'f0_correlation', 'phone_durations', 'speaking_rate', 'EvalItem',
-           'EvalReport', 'evaluate', 'heldout_requests', 'speak_heldout', 'score_checkpoints', 'plot_checkpoint_scores',
-           'best_checkpoint', 'ab_trials', 'save_rating', 'ab_summary', 'ab_widget']
+           'EvalReport', 'evaluate', 'heldout_requests', 'speak_heldout', 'resynthesize_heldout', 'score_checkpoints',
+           'plot_checkpoint_scores', 'best_checkpoint', 'ab_trials', 'save_rating', 'ab_summary', 'ab_widget']
 
 # %% ../nbs/12_eval.ipynb #bc8bdcfb
 def asr_words(text: str) -> list[str]:
@@ -283,10 +283,8 @@ def evaluate(outputs: Sequence[dict], asr: str | Callable = "auto", centroids: d
 # %% ../nbs/12_eval.ipynb #e26dd7fb
 def heldout_requests(speakers: Sequence[str] | None = None, sentences: int | Sequence[str] = 6) -> list[dict]:
     "(speaker, text, reference clip) requests: the corpus's held-out sentences (the first `sentences`, or those ids) in each voice."
-    from gpt_sovits_nb.corpus import load_corpus, reference_clip
-    import json as _json
-    from gpt_sovits_nb.corpus import corpus_dir
-    splits = _json.loads((corpus_dir() / "splits.json").read_text())
+    from gpt_sovits_nb.corpus import load_corpus, reference_clip, corpus_dir
+    splits = json.loads((corpus_dir() / "splits.json").read_text())
     ids = splits["heldout_sentences"][:sentences] if isinstance(sentences, int) else list(sentences)
     speakers = list(speakers) if speakers is not None else splits["train_speakers"]
     texts = {c.sentence: c.text for c in load_corpus(split="test_sentence")}
@@ -303,6 +301,21 @@ def speak_heldout(cloner, requests: Sequence[dict], seed: int = 0, **options) ->
         ref_wav = load_audio(ref.path, 16000)
         out.append({"wav": speech.wav, "sr": speech.sr, "text": r["text"], "speaker": r["speaker"], "ref_wav": ref_wav,
                     "ref_sr": 16000, "ref_text": ref.text, "tokens": torch.cat([p["tokens"] for p in speech.pieces])})
+    return out
+
+def resynthesize_heldout(cloner, clips=None) -> list[dict]:
+    """The decoder alone: each held-out recording (default: all of `load_corpus(split="test_sentence")`) rebuilt by `cloner`'s
+    SoVITS from its own semantic tokens, in the voice of a training clip of its speaker -> outputs for `evaluate`. Their word
+    error rate is the best the GPT could reach: it measures what the decoder loses, apart from the GPT."""
+    from gpt_sovits_nb.corpus import load_corpus, reference_clip
+    from gpt_sovits_nb.pipeline import text_features
+    sov, out = cloner.sovits, []
+    for c in (load_corpus(split="test_sentence") if clips is None else clips):
+        codes = sov.extract_latent(cloner.ssl.features(load_audio(c.path, 16000)))
+        ref = reference_clip(c.speaker, split="train")
+        phones = torch.tensor([text_features(c.text, "en", cloner.gpt_version).phones])
+        wav = sov.decode(codes, phones, sov.reference_spec(load_audio(ref.path, 32000)))
+        out.append({"wav": wav[0], "sr": sov.config.sampling_rate, "text": c.text, "speaker": c.speaker})
     return out
 
 def score_checkpoints(make_cloner: Callable, steps: Sequence[int], requests: Sequence[dict], asr="auto", centroids=None,

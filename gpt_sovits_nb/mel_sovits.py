@@ -198,5 +198,4 @@ def install_tokenizer(model: SoVITS, tokenizer) -> SoVITS:
         model.ssl_proj.weight.copy_(w); model.ssl_proj.bias.zero_()
         book = model.quantizer.codebook
         book.embed.copy_(tokenizer.centroids); book.embed_avg.copy_(tokenizer.centroids)
-    model.config.mfcc_smooth = getattr(tokenizer, "smooth", 1)   # the pipeline's MFCCEncoder must smooth the same way
     return model

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_nano.ipynb #8ce0be47
 from __future__ import annotations
-import json, math, random, re, shutil, subprocess, tempfile, time, warnings
+import json, math, random, re, shutil, subprocess, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
@@ -283,7 +283,7 @@ def nano_items(nano_dir=None, corpus: bool = True) -> list[tuple[str, str, str]]
     return items
 
 def nano_features(items: Sequence, out_file=None, tokenizer: KMeansTokenizer | None = None, n_units: int = 256,
-                  fit_clips: int = 400, seed: int = 0, progress: bool = True, smooth: int = 1) -> tuple[NanoData, KMeansTokenizer]:
+                  fit_clips: int = 400, seed: int = 0, progress: bool = True) -> tuple[NanoData, KMeansTokenizer]:
     "Phones, tokens and mels of every item (path, speaker, text); fits the tokenizer unless given. Cached in `out_file` (with the tokenizer beside it)."
     from gpt_sovits_nb.pipeline import text_features
     if out_file is not None and Path(out_file).is_file() and Path(out_file).with_suffix(".npz").is_file():
@@ -293,7 +293,7 @@ def nano_features(items: Sequence, out_file=None, tokenizer: KMeansTokenizer | N
     wavs = [load_audio(p, NANO_RATE) for p, _, _ in items]
     if tokenizer is None:
         pick = random.Random(seed).sample(range(len(items)), min(fit_clips, len(items)))
-        tokenizer = KMeansTokenizer(n_units=n_units, seed=seed, smooth=smooth).fit([wavs[i] for i in pick], iters=25)
+        tokenizer = KMeansTokenizer(n_units=n_units, seed=seed).fit([wavs[i] for i in pick], iters=25)
     data = NanoData([], [], [], [], [], tokenizer.n_units)
     for k, ((path, spk, text), wav) in enumerate(zip(items, wavs)):
         data.speakers.append(spk); data.texts.append(text)
@@ -530,17 +530,15 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
     ckpt["config"]["model"]["version"] = NANO
     ckpt["config"]["data"]["pad_val"] = gpt.config.EOS
     g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + info if info else ''}")
-    with warnings.catch_warnings():                   # the mel decoder is not for the WebUI: said above
-        warnings.filterwarnings("ignore", message=".*the official WebUI cannot load it")
-        s = save_sovits(sovits, out / NANO_SOVITS_FILE, version=NANO, info=f"nano SoVITS{': ' + info if info else ''}")
+    s = save_sovits(sovits, out / NANO_SOVITS_FILE, version=NANO, info=f"nano SoVITS{': ' + info if info else ''}", webui_check=False)
     return g, s
 
 # %% ../nbs/11a_nano.ipynb #a74dd062
 NANO_RECIPES = {
-    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, smooth=1,
+    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256,
                 sovits=NanoTrainConfig(steps=1800, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
                 gpt=NanoTrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3)),
-    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, smooth=1,
+    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256,
                 sovits=NanoTrainConfig(steps=6000, batch_size=32, lr=1e-3, warmup_steps=500, ref_frames=200),
                 gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3)),
 }
@@ -556,8 +554,7 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
     minutes = r["minutes_per_voice"] if minutes_per_voice is None else minutes_per_voice
     log(f"{stamp()} speech: {minutes:g} min per voice in {work / 'speech'}")
     build_nano_corpus(work / "speech", minutes, progress=False)
-    data, tok = nano_features(nano_items(work / "speech"), work / "features.pt", n_units=r["n_units"], progress=False,
-                              smooth=r.get("smooth", 1))
+    data, tok = nano_features(nano_items(work / "speech"), work / "features.pt", n_units=r["n_units"], progress=False)
     data_minutes = (time.perf_counter() - t0) / 60
     log(f"{stamp()} features: {data}")
     gpt, sovits = nano_models(tok, r["size"])

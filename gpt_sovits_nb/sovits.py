@@ -533,7 +533,7 @@ def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
     d["model"] = {**d.get("model", {}), **{k: _plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
     for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
         if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
-    if cfg.is_mel: d["model"].update(decoder_channels=cfg.decoder_channels, mfcc_smooth=cfg.mfcc_smooth)
+    if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
     d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
     d["version"] = cfg.version
     return d

@@ -19,9 +19,8 @@ from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_trans
 # %% auto #0
 __all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S', 'REF_PAD', 'HUBERT_HOW_TO_GET', 'ssl_frames',
            'n_tokens', 'check_frame_rate', 'reference_ssl_input', 'SSLEncoder', 'tiny_random_hubert', 'nearest_code',
-           'mfcc_frames', 'smooth_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens',
-           'token_span', 'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels',
-           'token_phone_stats']
+           'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens', 'token_span',
+           'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels', 'token_phone_stats']
 
 # %% ../nbs/05_tokens.ipynb #a673ab26
 SSL_SR = 16000        # HuBERT's sample rate
@@ -159,12 +158,6 @@ def mfcc_frames(wav16k: torch.Tensor, n_mfcc: int = 13, deltas: bool = True) -> 
         m = torch.cat([m, d, AF.compute_deltas(d)], dim=1)     # [B, 3 * n_mfcc, F]
     return m
 
-def smooth_frames(x: torch.Tensor, width: int = 1) -> torch.Tensor:
-    "Moving average of `width` (odd) frames along time of x [B, D, F], edges repeated: steadier units, fewer flips between neighbours."
-    if width <= 1: return x
-    if width % 2 == 0: raise ConfigError(f"smooth={width}: use an odd number of frames (1 = no smoothing).")
-    return F.avg_pool1d(F.pad(x, (width // 2, width // 2), mode="replicate"), width, stride=1)
-
 def pool_frames(x: torch.Tensor, frame_rate: int = 25) -> torch.Tensor:
     "50 Hz frames [B, D, F] -> `frame_rate` Hz: the mean of each pair for 25 (an odd last frame dropped), unchanged for 50."
     if check_frame_rate(frame_rate) == SSL_RATE: return x
@@ -199,12 +192,10 @@ def fit_kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> tuple
 # %% ../nbs/05_tokens.ipynb #4409ed75
 class KMeansTokenizer:
     "Speech -> integer units with k-means over MFCC frames (HuBERT's first round): `encode(wav16k [1, S]) -> [1, 1, T]`."
-    def __init__(self, n_units: int = 100, frame_rate: int = 25, n_mfcc: int = 13, seed: int = 0, smooth: int = 1):
+    def __init__(self, n_units: int = 100, frame_rate: int = 25, n_mfcc: int = 13, seed: int = 0):
         if not 2 <= int(n_units) <= 1024:
             raise ConfigError(f"n_units={n_units}: use 2-1024 (the GPT's vocabulary has 1024 token ids besides EOS).")
         self.n_units, self.frame_rate, self.n_mfcc, self.seed = int(n_units), check_frame_rate(frame_rate), int(n_mfcc), int(seed)
-        self.smooth = int(smooth)                         # frames averaged around each 50 Hz frame before pooling (1: none)
-        smooth_frames(torch.zeros(1, 1, 1), self.smooth)  # an even width is refused now, not at the first clip
         self.centroids: torch.Tensor | None = None       # [n_units, 3 * n_mfcc]
         self.scale: torch.Tensor | None = None           # [3 * n_mfcc]: spread of each dimension over the training frames
         self.history: list[float] = []
@@ -216,7 +207,7 @@ class KMeansTokenizer:
 
     def raw_features(self, wav16k: torch.Tensor) -> torch.Tensor:
         "MFCC + Δ + ΔΔ pooled to the token rate, clip mean removed: [1, 3*n_mfcc, T] (before the scaling learned by fit)."
-        x = pool_frames(smooth_frames(mfcc_frames(wav16k, self.n_mfcc), self.smooth), self.frame_rate)
+        x = pool_frames(mfcc_frames(wav16k, self.n_mfcc), self.frame_rate)
         if x.shape[-1] == 0:
             raise AudioError(f"the audio is too short for one token: {_as_wav_batch(wav16k).shape[-1]} samples at 16 kHz, "
                              f"at least {SSL_WIN + SSL_HOP * (SSL_RATE // self.frame_rate - 1)} are needed.")
@@ -249,7 +240,7 @@ class KMeansTokenizer:
         self._check_fitted()
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         config = dict(kind="gpt_sovits_nb.KMeansTokenizer", version=1, n_units=self.n_units, frame_rate=self.frame_rate,
-                      n_mfcc=self.n_mfcc, seed=self.seed, sample_rate=SSL_SR, hop=SSL_HOP, win=SSL_WIN, smooth=self.smooth)
+                      n_mfcc=self.n_mfcc, seed=self.seed, sample_rate=SSL_SR, hop=SSL_HOP, win=SSL_WIN)
         with open(path, "wb") as f:
             np.savez(f, centroids=self.centroids.numpy(), scale=self.scale.numpy(), history=np.asarray(self.history),
                      config=np.asarray(json.dumps(config)))
@@ -270,14 +261,13 @@ class KMeansTokenizer:
         if config.get("kind") != "gpt_sovits_nb.KMeansTokenizer" or centroids.shape != (config["n_units"], 3 * config["n_mfcc"]):
             raise CheckpointError(f"'{path}' is not a KMeansTokenizer file (or it is damaged): kind {config.get('kind')!r}, "
                                   f"centroids {tuple(centroids.shape)}.")
-        tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0), config.get("smooth", 1))
+        tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0))
         tok.centroids, tok.scale, tok.history = centroids.float(), scale.float(), history.tolist()
         return tok
 
     def __repr__(self):
         state = "fitted" if self.is_fitted else "not fitted"
-        sm = f", smoothed over {self.smooth} frames" if self.smooth > 1 else ""
-        return f"KMeansTokenizer(n_units={self.n_units}, frame_rate={self.frame_rate}, features={3 * self.n_mfcc}-d MFCC+Δ+ΔΔ{sm}, {state})"
+        return f"KMeansTokenizer(n_units={self.n_units}, frame_rate={self.frame_rate}, features={3 * self.n_mfcc}-d MFCC+Δ+ΔΔ, {state})"
 
 def _load16k(w) -> torch.Tensor:
     "A 16 kHz waveform [1, S] from a tensor (taken as 16 kHz), a path, or anything with a `.path` (a corpus Clip)."
@@ -287,17 +277,17 @@ def _load16k(w) -> torch.Tensor:
 # %% ../nbs/05_tokens.ipynb #ff207523
 class MFCCEncoder:
     "The HuBERT stand-in of the nano model: `features(wav16k [1, S]) -> [1, 3*n_mfcc, F]`, MFCC+Δ+ΔΔ at 50 Hz minus the clip mean."
-    def __init__(self, n_mfcc: int = 13, smooth: int = 1):
-        self.n_mfcc, self.hidden, self.smooth = int(n_mfcc), 3 * int(n_mfcc), int(smooth)
+    def __init__(self, n_mfcc: int = 13):
+        self.n_mfcc, self.hidden = int(n_mfcc), 3 * int(n_mfcc)
         self.path = None
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         "MFCC frames [1, 39, F] (F as HuBERT's), centred on the mean of the frames that pair up into 25 Hz tokens."
-        m = smooth_frames(mfcc_frames(wav16k, self.n_mfcc), self.smooth)
+        m = mfcc_frames(wav16k, self.n_mfcc)
         paired = m[..., : max(2 * (m.shape[-1] // 2), 1)]
         return m - paired.mean(-1, keepdim=True)
 
-    def __repr__(self): return f"MFCCEncoder(n_mfcc={self.n_mfcc}: {self.hidden} features per 20 ms frame, smooth={self.smooth})"
+    def __repr__(self): return f"MFCCEncoder(n_mfcc={self.n_mfcc}: {self.hidden} features per 20 ms frame)"
 
 # %% ../nbs/05_tokens.ipynb #aef0215f
 def _log_mel16k(wav16k: torch.Tensor, n_mels: int = 80) -> torch.Tensor:

@@ -37,7 +37,7 @@ __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS
            'load_training_checkpoint', 'latest_checkpoint', 'run_folder_lock', 'Trainer', 'SoVITSTrainer',
            'plot_history', 'LiveView', 'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss', 'ScaledAdam',
            'warmup_cosine_lr', 'WarmupCosine', 'GPTTrainer', 'vocode', 'sovits_train_section', 'export_sovits',
-           'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
+           'weights_folder', 'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
 
 # %% ../nbs/11_train.ipynb #16f45e79
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
@@ -1061,25 +1061,32 @@ def export_sovits(trainer_or_model, path, name: str = "my_voice", train_config: 
     cfg["train"] = {**cfg.get("train", {}), **sovits_train_section(trainer.config if trainer else (train_config or SoVITSTrainConfig()), model.config)}
     cfg["data"] = {"max_wav_value": 32768.0, "mel_fmin": 0.0, "mel_fmax": None, "add_blank": True, "cleaned_text": True, **cfg["data"]}
     cfg["model"]["version"] = model.version
-    cfg.update(name=name, version=model.version, content_module="cnhubert", s2_ckpt_dir=f"logs/{name}", save_weight_dir="SoVITS_weights")
+    cfg.update(name=name, version=model.version, content_module="cnhubert", s2_ckpt_dir=f"logs/{name}", save_weight_dir=weights_folder("SoVITS", model.version))
     epoch, step = (trainer.stream.epoch + 1, trainer.step) if trainer else (0, 0)
     return save_sovits(ckpt, path, version=model.version, info=f"{epoch}epoch_{step}iteration")
 
-def gpt_train_sections(cfg: GPTTrainConfig, name: str = "my_voice") -> dict:
-    "The train, optimizer and data sections of an s1 config (s1longer-v2.yaml) for a fine-tuned GPT."
+def weights_folder(kind: str, version: str | None) -> str:
+    "The WebUI's folder for exported weights of `kind` ('SoVITS' or 'GPT') and `version`: SoVITS_weights (v1), GPT_weights_v2, ..."
+    return f"{kind}_weights" if version == "v1" else f"{kind}_weights_{version if version in ('v2', 'v2Pro', 'v2ProPlus') else 'v2'}"
+
+def gpt_train_sections(cfg: GPTTrainConfig, name: str = "my_voice", version: str = "v2") -> dict:
+    "The train, optimizer and data sections of an s1 config (s1longer-v2.yaml) for a fine-tuned GPT of a `version` model set."
     return {"train": {"seed": cfg.seed, "epochs": 0, "batch_size": cfg.batch_size, "save_every_n_epoch": 1, "precision": cfg.precision,
                       "gradient_clip": 1.0, "exp_name": name, "if_save_latest": True, "if_save_every_weights": True,
-                      "half_weights_save_dir": "GPT_weights", "if_dpo": False},
+                      "half_weights_save_dir": weights_folder("GPT", version), "if_dpo": False},
             "optimizer": {"lr": cfg.lr, "lr_init": cfg.lr_init, "lr_end": cfg.lr_end, "warmup_steps": cfg.warmup_steps, "decay_steps": cfg.decay_steps},
             "data": {"max_eval_sample": 8, "max_sec": cfg.max_sec, "num_workers": 4, "pad_val": cfg.pad_val}}
 
-def export_gpt(trainer_or_model, path, name: str = "my_voice", train_config: GPTTrainConfig | None = None) -> Path:
-    "Save a fine-tuned GPT (a GPTTrainer's model, or a Text2SemanticGPT) as s1_train.py does; returns the path."
+def export_gpt(trainer_or_model, path, name: str = "my_voice", train_config: GPTTrainConfig | None = None,
+               version: str | None = None) -> Path:
+    """Save a fine-tuned GPT (a GPTTrainer's model, or a Text2SemanticGPT) as s1_train.py does; returns the path.
+    `version`: the model set it belongs to (names the WebUI folder in its config; default v1 or v2 from its phone table)."""
     from gpt_sovits_nb.checkpoints import save_gpt
     trainer = trainer_or_model if isinstance(trainer_or_model, GPTTrainer) else None
     gpt = trainer.gpt if trainer else trainer_or_model
     ckpt = gpt.to_checkpoint_dict(half=True)
-    sections = gpt_train_sections(trainer.config if trainer else (train_config or GPTTrainConfig()), name)
+    version = version or ("v1" if gpt.config.phoneme_vocab_size == 512 else "v2")
+    sections = gpt_train_sections(trainer.config if trainer else (train_config or GPTTrainConfig()), name, version)
     ckpt["config"] = {**ckpt["config"], **sections, "data": {**ckpt["config"].get("data", {}), **sections["data"]}, "model": ckpt["config"]["model"]}
     return save_gpt(ckpt, path, info=f"GPT-e{trainer.stream.epoch + 1 if trainer else 0}")
 

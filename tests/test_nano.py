@@ -97,17 +97,10 @@ def test_gpu_recipe_models_build_and_train(tmp_path):
 def test_shipped_quality_has_not_regressed(nano):
     """Guards what the shipped files measured (quality.json, written by tools/train_nano.py --ship): the voice of each clone,
     and the decoder's resynthesis of held-out recordings from their own tokens, within a margin."""
-    from gpt_sovits_nb.corpus import load_corpus, reference_clip
-    from gpt_sovits_nb.audio import load_audio
-    from gpt_sovits_nb.pipeline import text_features
-    sov = nano.sovits
+    from gpt_sovits_nb.corpus import load_corpus
     clips = load_corpus(split="test_sentence")[::6]                      # one held-out sentence per training voice... and 6 voices
-    outs = []
-    for c in clips:
-        codes = sov.extract_latent(nano.ssl.features(load_audio(c.path, 16000)))
-        ref = reference_clip(c.speaker, split="train")
-        wav = sov.decode(codes, torch.tensor([text_features(c.text, "en", "v2").phones]), sov.reference_spec(load_audio(ref.path, 32000)))
-        outs.append({"wav": wav[0], "sr": 22050, "text": c.text, "speaker": c.speaker})
+    outs = E.resynthesize_heldout(nano, clips)
+    assert all(o["sr"] == 22050 for o in outs)
     rep = E.evaluate(outs, asr="pocketsphinx", prosody=False)
     s = rep.summary()
     detail = [(i.speaker, i.nearest, i.text, i.heard) for i in rep.items]

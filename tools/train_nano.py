@@ -28,16 +28,7 @@ def ship(work: Path, recipe: str, log):
     held = load_corpus(split="test_sentence")
     real = [{"wav": load_audio(c.path, 16000), "sr": 16000, "text": c.text, "speaker": c.speaker} for c in held]
     floor = E.evaluate(real, asr="pocketsphinx", centroids=centroids, prosody=False)
-    import torch
-    from gpt_sovits_nb.corpus import reference_clip
-    from gpt_sovits_nb.pipeline import text_features
-    sov, resynth = cloner.sovits, []                # the decoder alone: each held-out recording from its own tokens
-    for c in held:
-        codes = sov.extract_latent(cloner.ssl.features(load_audio(c.path, 16000)))
-        ref = reference_clip(c.speaker, split="train")
-        wav = sov.decode(codes, torch.tensor([text_features(c.text, "en", "v2").phones]), sov.reference_spec(load_audio(ref.path, 32000)))
-        resynth.append({"wav": wav[0], "sr": sov.config.sampling_rate, "text": c.text, "speaker": c.speaker})
-    resynth = E.evaluate(resynth, asr="pocketsphinx", centroids=centroids, prosody=False)
+    resynth = E.evaluate(E.resynthesize_heldout(cloner, held), asr="pocketsphinx", centroids=centroids, prosody=False)
     for name, rep in (("heldout_report", report), ("heldout_floor", floor), ("heldout_resynthesis", resynth)): rep.to_json(work / f"{name}.json")
     summary = json.loads((work / "summary.json").read_text())
     card = nano_model_card(g, s, NanoData.load(work / "features.pt"), recipe, report.summary(), floor.summary(),
