@@ -38,9 +38,9 @@ class TokenEmbedding(nn.Module):
         return _dropout(self.word_embeddings(ids), self.dropout, self.training)
 
 # %% ../nbs/06_gpt.ipynb #9f7f5605
-def sine_table(n_positions: int, dim: int, start: int = 0, rate: float = 1.0) -> torch.Tensor:
-    "The sinusoidal position table [n_positions, dim] for positions (start, start+1, ...) x rate: sin in even, cos in odd columns."
-    position = torch.arange(start, start + n_positions, dtype=torch.float32).unsqueeze(1) * rate  # [n, 1]
+def sine_table(n_positions: int, dim: int, start: int = 0) -> torch.Tensor:
+    "The sinusoidal position table [n_positions, dim] for positions start, start+1, ...: sin in even, cos in odd columns."
+    position = torch.arange(start, start + n_positions, dtype=torch.float32).unsqueeze(1)       # [n, 1]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))  # [dim/2]
     table = torch.zeros(n_positions, dim)
     table[:, 0::2] = torch.sin(position * freq)
@@ -50,9 +50,9 @@ def sine_table(n_positions: int, dim: int, start: int = 0, rate: float = 1.0) ->
 
 class SinePositions(nn.Module):
     "Adds `alpha * sine_table` to a sequence of vectors; `alpha` (one learned number) is the only parameter."
-    def __init__(self, dim: int, dropout: float = 0.0, initial_length: int = 4000, rate: float = 1.0):
+    def __init__(self, dim: int, dropout: float = 0.0, initial_length: int = 4000):
         super().__init__()
-        self.dim, self.dropout, self.initial_length, self.rate = dim, dropout, initial_length, float(rate)
+        self.dim, self.dropout, self.initial_length = dim, dropout, initial_length
         self.alpha = nn.Parameter(torch.ones(1))
         self._table = None      # computed on first use, on the right device and dtype (not a weight: no checkpoint key)
 
@@ -61,7 +61,7 @@ class SinePositions(nn.Module):
         t = self._table
         if t is None or t.shape[0] < end or t.device != like.device or t.dtype != like.dtype:
             with torch.inference_mode(False):     # an ordinary tensor, usable by training after inference
-                if t is None or t.shape[0] < end: t = sine_table(max(end, self.initial_length), self.dim, rate=self.rate)
+                if t is None or t.shape[0] < end: t = sine_table(max(end, self.initial_length), self.dim)
                 t = self._table = t.to(device=like.device, dtype=like.dtype)
         return t[:end]
 
@@ -280,7 +280,7 @@ class Text2SemanticGPT(nn.Module):
         self.ar_text_embedding = TokenEmbedding(c.phoneme_vocab_size, D, c.dropout)
         self.ar_text_position = SinePositions(D, TRAIN_DROPOUT)
         self.ar_audio_embedding = TokenEmbedding(c.vocab_size, D, c.dropout)
-        self.ar_audio_position = SinePositions(D, TRAIN_DROPOUT, rate=c.audio_position_rate)
+        self.ar_audio_position = SinePositions(D, TRAIN_DROPOUT)
         self.h = Transformer(c.n_layer, D, c.head, c.ffn_dim)
         self.ar_predict_layer = nn.Linear(D, c.vocab_size, bias=False)
         self.s1_config, self.info = None, None                         # what a loaded checkpoint carried besides weights
@@ -452,13 +452,61 @@ def s1_config_dict(config: GPTConfig) -> dict:
              "hidden_dim": config.hidden_dim, "head": config.head, "linear_units": config.ffn_dim, "n_layer": config.n_layer,
              "dropout": config.dropout, "EOS": config.EOS, "random_bert": 0}
     if config.bert_dim != 1024: model["bert_dim"] = config.bert_dim
-    if config.audio_position_rate != 1.0: model["audio_position_rate"] = config.audio_position_rate
     return {"model": model, "data": {"max_sec": 54, "pad_val": config.EOS}, "inference": {"top_k": 15}}
 
 
 def count_parameters(model: nn.Module) -> int:
     "Number of parameters (works on the meta device too)."
     return sum(p.numel() for p in model.parameters())
+
+# %% ../nbs/06_gpt.ipynb #7618275d
+@torch.inference_mode()
+def _infer_batch(self, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+                 max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS,
+                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Decode several sentences at once. `phones` and `bert` are lists with one sentence each ([1, N_i] and [1, bert_dim, N_i]),
+    `prompt` [1, P] is shared. Returns one LongTensor [1, T_i] per sentence, as `infer` would give it (EOS not included).
+    Rows are left-padded, so every row's new token sits in the same column; greedy decoding (top_k=1) gives what `infer`
+    gives row by row, sampling draws other random numbers than one row at a time."""
+    check_sampling(top_k, top_p, temperature, repetition_penalty)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r}: expected a positive whole number (25 tokens = 1 s of speech).")
+    if not isinstance(phones, (list, tuple)) or not isinstance(bert, (list, tuple)) or len(phones) != len(bert) or not phones:
+        raise ConfigError("infer_batch takes lists: phones [[1, N_i], ...] and bert [[1, bert_dim, N_i], ...], one entry per sentence.")
+    rows = [self.check_inputs(p, b, prompt) for p, b in zip(phones, bert)]
+    prompt, B, c, EOS = rows[0][2], len(rows), self.config, self.config.EOS
+    Ns, P, D = [r[0].shape[1] for r in rows], rows[0][2].shape[1], c.hidden_dim
+    N, L = max(Ns), max(Ns) + rows[0][2].shape[1]
+    real = torch.ones(B, L + max_new_tokens, dtype=torch.bool, device=self.device)   # False on the padding
+    x = torch.zeros(B, N, D, dtype=self.dtype, device=self.device)
+    for b, (ph, be, _) in enumerate(rows):
+        x[b, N - Ns[b]:] = self.embed_text(ph, be)[0]           # each row's own positions 0..N_i-1, then left padding
+        real[b, :N - Ns[b]] = False
+    attend = prefix_lm_mask(N, P, x.device)[None] & real[:, None, :L]   # [B, L, L]: no row looks at padding ...
+    attend |= torch.eye(L, dtype=torch.bool, device=x.device) & ~real[:, :L, None]   # ... padding looks at itself (no NaN)
+    cache = KVCache(c.n_layer, B, c.head, D // c.head, L + min(max_new_tokens, 256), x.dtype, x.device)
+    step_input, attend = torch.cat([x, self.embed_audio(prompt.expand(B, -1))], dim=1), attend[:, None]
+    history = torch.empty(B, P + max_new_tokens, dtype=torch.long, device=x.device)
+    history[:, :P] = prompt
+    done, out = torch.zeros(B, dtype=torch.bool, device=x.device), [[] for _ in range(B)]
+    for i in range(max_new_tokens):
+        hidden = self.h(step_input, attend, cache)[:, -1]                    # [B, D]
+        logits = self.ar_predict_layer(hidden)                               # [B, V]
+        if i < min_new_tokens: logits = logits[:, :-1]
+        apply_repetition_penalty(logits, history[:, :P + i], repetition_penalty)   # row by row, each its own history
+        greedy = logits.argmax(dim=-1)
+        token = sample_token(sampling_distribution(logits, None, top_k, top_p, temperature, 1.0, inplace=True), generator)
+        history[:, P + i] = token[:, 0]
+        eos = (greedy == EOS) | (token[:, 0] == EOS)
+        for b in (~done).nonzero()[:, 0].tolist():
+            if not eos[b]: out[b].append(token[b])
+        done |= eos
+        if bool(done.all()): break
+        step_input = self.embed_audio(token, start=P + i)                    # one new column for every row
+        attend = real[:, None, None, :cache.length + 1]                      # [B, 1, 1, S]: everything but padding
+    return [torch.cat(o)[None] if o else torch.zeros(1, 0, dtype=torch.long, device=x.device) for o in out]
+
+Text2SemanticGPT.infer_batch = _infer_batch
 
 # %% ../nbs/06_gpt.ipynb #bb2b825a
 def plot_next_token_distribution(probs: torch.Tensor, base: torch.Tensor | None = None, top: int = 30, ax=None, title: str = "next-token distribution"):

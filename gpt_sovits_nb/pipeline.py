@@ -7,22 +7,22 @@ from __future__ import annotations
 import math, random, re, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version,
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION)
-from .audio import (load_audio, read_audio, check_audio, resample, spectrogram, save_wav, audio_player,
+from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
-__all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'READ_S', 'SPLITS', 'CUT_METHODS', 'LANGS', 'ModelPaths',
-           'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
-           'clipping_ratio', 'cut_text', 'merge_short', 'collapse_punctuation', 'split_sentences', 'language_segments',
-           'TextFeatures', 'text_features', 'Speech', 'VoiceCloner']
+__all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'READ_S', 'SPLITS', 'CUT_METHODS', 'LANGS',
+           'STREAM_MODES', 'ModelPaths', 'model_paths', 'released_available', 'pick_version', 'make_tiny_models',
+           'Reference', 'fit_reference_length', 'clipping_ratio', 'cut_text', 'merge_short', 'collapse_punctuation',
+           'split_sentences', 'language_segments', 'TextFeatures', 'text_features', 'Speech', 'VoiceCloner',
+           'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -88,7 +88,7 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
     """Write a tiny random model set of `version` ('v1' or 'v2') in the official formats under `out_dir`.
     It makes noise, not speech: for offline demos and tests of everything around the models. Its sizes are smaller than
     the reference's classes can build, so the official WebUI cannot load these files (`checkpoints.webui_incompatibilities`
-    says why; `save_gpt`/`save_sovits` would warn, and are silenced here)."""
+    says why; they are saved with `webui_check=False`, so no warning)."""
     from gpt_sovits_nb.core import GPTConfig, SoVITSConfig
     from gpt_sovits_nb.gpt import Text2SemanticGPT
     from gpt_sovits_nb.sovits import SoVITS
@@ -107,10 +107,8 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
     sov = SoVITS(SoVITSConfig(version=version, inter_channels=32, hidden_channels=64, filter_channels=128, n_heads=2,
                               n_layers=2, upsample_initial_channel=64, resblock_kernel_sizes=[3],
                               resblock_dilation_sizes=[[1, 3]], ssl_dim=hidden_ssl, gin_channels=64))
-    with warnings.catch_warnings():                   # known and said above: not for the WebUI
-        warnings.filterwarnings("ignore", message=".*the official WebUI cannot load it")
-        save_gpt(gpt, paths.gpt, info=f"tiny random {version} GPT (gpt_sovits_nb.pipeline.make_tiny_models, seed {seed})")
-        save_sovits(sov, paths.sovits, info=f"tiny random {version} SoVITS (seed {seed})")
+    save_gpt(gpt, paths.gpt, info=f"tiny random {version} GPT (gpt_sovits_nb.pipeline.make_tiny_models, seed {seed})", webui_check=False)
+    save_sovits(sov, paths.sovits, info=f"tiny random {version} SoVITS (seed {seed})", webui_check=False)
     tiny_random_hubert(paths.hubert, hidden_size=hidden_ssl, seed=seed)
     tiny_random_bert(paths.bert, chars=TINY_ZH_CHARS + "0123456789", hidden_size=hidden_bert, num_layers=2, seed=seed)
     return paths
@@ -118,12 +116,6 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
 # %% ../nbs/09_pipeline.ipynb #c99f0275
 REF_MIN_S, REF_MAX_S, REF_HARD_MIN_S = 3.0, 10.0, 1.0
 READ_S = REF_MAX_S + 2.0        # seconds read from a reference file: enough to find a cut before 10 s
-
-def _duration(path) -> float:
-    "Length of an audio file in seconds from its header (0 when the header cannot tell; load_audio then says what is wrong)."
-    try:
-        info = sf.info(str(path)); return info.frames / info.samplerate if info.samplerate > 0 else 0.0
-    except Exception: return 0.0
 
 @dataclass
 class Reference:
@@ -300,6 +292,20 @@ def text_features(text: str, lang: str, version: str = "v2", bert=None, width: i
 
 # %% ../nbs/09_pipeline.ipynb #7e974ced
 @dataclass
+class _Call:
+    "One call of `synthesize` or `stream`, checked and set up: what the speaking loops need."
+    pieces: list
+    lang: str
+    reference: Reference
+    refs: list
+    seed: int
+    gen: torch.Generator                          # all randomness of the call, nothing global
+    gap: torch.Tensor                             # the pause after each piece [1, S]
+    sr: int
+    knobs: dict                                   # top_k, top_p, temperature, repetition_penalty, speed, noise_scale, max_new_tokens
+    info: list = field(default_factory=list)      # per finished piece: text, norm_text, phones, tokens
+
+@dataclass
 class Speech:
     "Synthesised speech: wav [1, S] float32 at `sr` Hz, and what was said piece by piece."
     wav: torch.Tensor
@@ -327,6 +333,7 @@ class VoiceCloner:
             raise ConfigError(f"A {self.version} SoVITS needs the speaker-verification model (sv=...): "
                               "SVEncoder.from_file('pretrained_eres2netv2w24s4ep4.ckpt').")
         self._lock = threading.Lock()               # one synthesis at a time: threads may share a cloner safely
+        self._silence = None                        # token similarity to silence, for streaming (computed on first use)
 
     @classmethod
     def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None) -> "VoiceCloner":
@@ -342,7 +349,7 @@ class VoiceCloner:
         if half: gpt, sov = gpt.half(), sov.half()
         if sov.config.is_mel:
             from gpt_sovits_nb.tokens import MFCCEncoder
-            ssl = MFCCEncoder(sov.config.ssl_dim // 3, sov.config.mfcc_smooth)   # its tokenizer reads MFCC frames, not HuBERT
+            ssl = MFCCEncoder(sov.config.ssl_dim // 3)   # its tokenizer reads MFCC frames, not HuBERT
         elif paths.hubert is None:
             raise ConfigError(f"A {sov.version} model set needs the HuBERT folder (paths.hubert); only nano models do without.")
         else:
@@ -365,15 +372,15 @@ class VoiceCloner:
         from gpt_sovits_nb.tokens import REF_PAD, SSL_SR
         name = f"The reference clip '{clip}'" if isinstance(clip, (str, Path)) else "The reference clip"
         if isinstance(clip, (str, Path)):
-            total = _duration(clip)                                      # only the first 12 s are read from a longer file
+            total = (audio_header(clip) or (None,))[0]                   # only the first 12 s are read from a longer file
             wav16 = load_audio(clip, SSL_SR, method="soxr_hq", max_seconds=READ_S)   # as librosa.load(sr=16000)
             wav32 = load_audio(clip, SR_SOVITS, max_seconds=READ_S)                  # as torchaudio.load + Resample
         else:
             if sr is None: raise ConfigError("prepare_reference: pass sr= (the sample rate) with a waveform.")
-            w = check_audio(torch.as_tensor(clip).float().reshape(1, -1), sr, name)
+            w, total = check_audio(torch.as_tensor(clip).float().reshape(1, -1), sr, name), None
             wav16, wav32 = resample(w, sr, SSL_SR, "soxr_hq"), resample(w, sr, SR_SOVITS)
         seconds = wav16.shape[-1] / SSL_SR
-        wav16, notes = fit_reference_length(wav16, SSL_SR, name, total if isinstance(clip, (str, Path)) else None)
+        wav16, notes = fit_reference_length(wav16, SSL_SR, name, total)
         if notes:                                                        # keep the 32 kHz copy in step: the same span
             n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
             wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)
@@ -403,13 +410,10 @@ class VoiceCloner:
     def gpt_version(self) -> str: return "v1" if self.version == "v1" else "v2"
 
     # ---- speaking
-    @torch.inference_mode()
-    def _synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
-                   aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
-                   repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True) -> Speech:
-        "The body of `synthesize`, which holds the lock."
-        t0 = time.perf_counter()
+    def _check(self, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,
+               pause, max_new_tokens, batch_size=1) -> list[str]:
+        "Check every argument of a call before any slow work (ConfigError, TextError); returns the text's pieces."
+        from gpt_sovits_nb.gpt import check_sampling
         if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
         def number(name, v, lo, hi):
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
@@ -424,47 +428,91 @@ class VoiceCloner:
             raise ConfigError(f"pause must be between 0 and 10 seconds, got {pause!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63):
             raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
-        pieces = split_sentences(text, lang, cut)                        # every argument is checked before the slow work
+        check_sampling(top_k, top_p, temperature, repetition_penalty)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 64:
+            raise ConfigError(f"batch_size={batch_size!r}: use a whole number from 1 to 64 (pieces the GPT decodes at once).")
+        return split_sentences(text, lang, cut)
+
+    def _prepare(self, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs) -> _Call:
+        "The slow set-up of a checked call: the reference clip(s), and the call's own generator seeded by `seed`."
         reference = ref if isinstance(ref, Reference) else self.prepare_reference(ref, ref_text, ref_lang or lang)
         refs = [reference] + [r if isinstance(r, Reference) else self.prepare_reference(r, None, ref_lang or lang) for r in aux_refs]
         seed = int(seed) if seed is not None else random.randrange(2**31)
-        gen = torch.Generator(device=self.device).manual_seed(seed)      # all randomness of this call, nothing global
-        specs = [r.spec.to(self.device, self.sovits.dtype) for r in refs]
-        svs = [r.sv_emb for r in refs] if self.sovits.config.is_pro else None
         sr = self.sovits.config.sampling_rate                           # 32 kHz (nano: its vocoder's 22.05 kHz)
-        gap = torch.zeros(1, int(round(pause * sr)))
-        out, info = [], []
-        bar = _progress(pieces, progress)
-        for piece in bar:
-            tf = text_features(piece, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
-            phones, bert = reference.phones + tf.phones, (torch.cat([reference.bert, tf.bert], 1) if reference.bert is not None else tf.bert)
-            tokens = self.gpt.infer(torch.tensor([phones], device=self.device), bert[None].to(self.device),
-                                    reference.prompt.to(self.device) if reference.prompt is not None else None,
-                                    top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty,
-                                    max_new_tokens=max_new_tokens, generator=gen)
-            wav = self.sovits.decode(tokens[None], torch.tensor([tf.phones], device=self.device), specs if len(specs) > 1 else specs[0],
-                                     noise_scale=noise_scale, speed=speed,
-                                     sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None, generator=gen)[0].float().cpu()   # [1, S]
-            if not bool(torch.isfinite(wav).all()):
-                raise GSVError(f"The models produced NaN or infinite audio for {piece!r}: their weights or this input are broken "
-                               "(a diverged fine-tune does this). Nothing was written; try the released or nano weights.")
-            peak = float(wav.abs().max())
-            if peak > 1: wav = wav / peak
-            out += [wav, gap]
-            info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": tokens[0].cpu()})
-        wav = torch.cat(out, 1)
-        notes = [n for r in refs for n in r.notes]
-        return Speech(wav, sr, info, notes, seed, time.perf_counter() - t0)
+        return _Call(pieces, lang, reference, refs, seed, torch.Generator(device=self.device).manual_seed(seed),
+                     torch.zeros(1, int(round(pause * sr))), sr, dict(knobs))
+
+    def _gpt_inputs(self, call: _Call, tf: TextFeatures):
+        "phones [1, N], bert [1, bert_dim, N] (reference text, then the piece's) and the prompt [1, P] (or None)."
+        r = call.reference
+        bert = torch.cat([r.bert, tf.bert], 1) if r.bert is not None else tf.bert
+        return (torch.tensor([r.phones + tf.phones], device=self.device), bert[None].to(self.device),
+                r.prompt.to(self.device) if r.prompt is not None else None)
+
+    def _decode(self, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
+        "SoVITS on semantic tokens [T] of one piece: float32 CPU audio [1, S], not normalised; refuses NaN."
+        specs = [r.spec.to(self.device, self.sovits.dtype) for r in call.refs]
+        svs = [r.sv_emb for r in call.refs] if self.sovits.config.is_pro else None
+        wav = self.sovits.decode(tokens.reshape(1, 1, -1).to(self.device), torch.tensor([tf.phones], device=self.device),
+                                 specs if len(specs) > 1 else specs[0], noise_scale=call.knobs["noise_scale"], speed=call.knobs["speed"],
+                                 sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None, generator=generator)[0].float().cpu()
+        if not bool(torch.isfinite(wav).all()):
+            raise GSVError(f"The models produced NaN or infinite audio for {piece!r}: their weights or this input are broken "
+                           "(a diverged fine-tune does this). Nothing was written; try the released or nano weights.")
+        return wav
+
+    def _speak(self, call: _Call, batch_size: int = 1, progress: bool = False):
+        "Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size` pieces at once."
+        k = {n: call.knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+        groups = [call.pieces[i:i + batch_size] for i in range(0, len(call.pieces), batch_size)]
+        for group in _progress(groups, progress):
+            tfs = [text_features(p, call.lang, self.gpt_version, self.bert, self.gpt.config.bert_dim) for p in group]
+            ins = [self._gpt_inputs(call, tf) for tf in tfs]
+            if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen)[0]]
+            else: tokens = [t[0] for t in self.gpt.infer_batch([i[0] for i in ins], [i[1] for i in ins], ins[0][2], **k, generator=call.gen)]
+            for piece, tf, tok in zip(group, tfs, tokens):
+                wav = self._decode(call, piece, tf, tok, call.gen)
+                call.info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": tok.cpu()})
+                yield wav / max(1.0, float(wav.abs().max())), call.info[-1]
+
+    @torch.inference_mode()
+    def _synthesize(self, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size) -> Speech:
+        "The body of `synthesize`, which holds the lock."
+        t0 = time.perf_counter()
+        call = self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs)
+        out = [w for wav, _ in self._speak(call, batch_size, progress) for w in (wav, call.gap)]
+        return Speech(torch.cat(out, 1), call.sr, call.info, [n for r in call.refs for n in r.notes], call.seed, time.perf_counter() - t0)
 
     def synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
                    aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
                    repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True) -> Speech:
+                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True,
+                   batch_size: int = 1) -> Speech:
         """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
-        one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own)."""
+        one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own).
+        `batch_size` > 1 lets the GPT decode that many pieces at once (same tokens as one by one when greedy, top_k=1)."""
+        pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
+                             cut, pause, max_new_tokens, batch_size)
+        knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
+                     noise_scale=noise_scale, max_new_tokens=max_new_tokens)
         with self._lock:
-            return self._synthesize(text, lang, ref, ref_text, ref_lang, aux_refs, top_k, top_p, temperature, repetition_penalty,
-                                    speed, noise_scale, seed, cut, pause, max_new_tokens, progress)
+            return self._synthesize(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size)
+
+    def stream(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
+               aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
+               repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+               cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, mode: str = "sentence",
+               chunk_tokens: int = 16, overlap_tokens: int = 2) -> Iterator[torch.Tensor]:
+        """Speak `text` as a stream of float32 audio chunks [1, S] at `sovits.config.sampling_rate` (see `STREAM_MODES`).
+        Arguments are checked now; the work (holding the cloner's lock) starts at the first `next()` and ends when the
+        stream is exhausted or closed. "sentence" chunks joined equal `synthesize` with the same seed."""
+        pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
+                             cut, pause, max_new_tokens)
+        check_stream_options(mode, chunk_tokens, overlap_tokens)
+        knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
+                     noise_scale=noise_scale, max_new_tokens=max_new_tokens)
+        return _locked(self._lock, lambda: stream_chunks(
+            self, self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs), mode, chunk_tokens, overlap_tokens))
 
 def _progress(items, show: bool):
     if show and len(items) > 1:
@@ -472,3 +520,109 @@ def _progress(items, show: bool):
         return tqdm(items, desc="speaking", unit="piece")
     return items
 
+def _locked(lock: threading.Lock, start):
+    "Hold `lock` from the first chunk of the stream `start()` makes until it is exhausted or closed (a client went away)."
+    lock.acquire()                 # a plain Lock: the web server may call next() from another thread than the first
+    try:
+        with torch.inference_mode():
+            chunks = start()
+        yield from chunks
+    finally:
+        lock.release()
+
+# %% ../nbs/09_pipeline.ipynb #ce16959b
+STREAM_MODES = {
+    "sentence": "one chunk per piece of text, the piece's audio and its pause: joined, exactly `synthesize` (the reference's streaming_mode 1)",
+    "tokens": "chunks of chunk_tokens to 2 x chunk_tokens tokens, cut between two silent-looking tokens (streaming_mode 2)",
+    "fixed": "chunks of exactly chunk_tokens tokens, wherever they fall: the soonest first audio (streaming_mode 3)",
+}
+
+def check_stream_options(mode: str, chunk_tokens: int, overlap_tokens: int):
+    "Raise a ConfigError for a streaming mode, chunk or overlap that `stream` cannot use."
+    if mode not in STREAM_MODES:
+        raise ConfigError(f"Unknown streaming mode {mode!r}: use one of {', '.join(f'{k} ({v})' for k, v in STREAM_MODES.items())}.")
+    for name, v, lo, hi in (("chunk_tokens", chunk_tokens, 1, 1000), ("overlap_tokens", overlap_tokens, 0, 100)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            raise ConfigError(f"{name}={v!r}: use a whole number from {lo} to {hi} (25 tokens = 1 s of speech).")
+
+def silence_similarity(cloner) -> torch.Tensor:
+    """How much each semantic token looks like silence: cosine similarity [V] of its GPT embedding with that of the token
+    SoVITS' tokenizer gives for 1 s of silence (the reference fixes that token to 486, the released models' silence)."""
+    if cloner._silence is None:
+        with torch.inference_mode():
+            feats = cloner.ssl.features(torch.zeros(1, 16000, device=cloner.device))
+            mute = int(cloner.sovits.extract_latent(feats.to(cloner.sovits.dtype))[0, 0].mode().values)
+            table = cloner.gpt.ar_audio_embedding.word_embeddings.weight.float()
+            cloner._silence = torch.nn.functional.cosine_similarity(table, table[mute][None], dim=-1).cpu()
+    return cloner._silence
+
+# %% ../nbs/09_pipeline.ipynb #081b7019
+def next_cut(silence: torch.Tensor, mode: str, chunk_tokens: int) -> int:
+    """How many of the pending tokens to decode now (0: wait for more). `silence` [n]: their `silence_similarity`.
+    "fixed": every `chunk_tokens`. "tokens": between two tokens that both look silent (similarity >= 0, the pair with the
+    highest sum), once `chunk_tokens` + 2 are pending; at 2 x `chunk_tokens` the best pair even if it does not look silent."""
+    n = silence.shape[0]
+    if mode == "fixed": return chunk_tokens if n >= chunk_tokens else 0
+    if n < chunk_tokens + 2: return 0
+    pair = silence[chunk_tokens - 1:-1] + silence[chunk_tokens:]        # cut after token j: j and j + 1 look silent
+    quiet = (silence[chunk_tokens - 1:-1] >= 0) & (silence[chunk_tokens:] >= 0)
+    if bool(quiet.any()): return chunk_tokens + int(torch.where(quiet, pair, -math.inf).argmax())
+    return chunk_tokens + int(pair.argmax()) if n >= 2 * chunk_tokens else 0
+
+def crossfade(tail: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    "Fade from `tail` into `head` (both [1, L], the same stretch of speech decoded twice) with raised-cosine weights that sum to 1."
+    L = tail.shape[-1]
+    w = 0.5 - 0.5 * torch.cos(torch.pi * (torch.arange(L, dtype=torch.float32) + 0.5) / L)   # 0 -> 1
+    return tail * (1 - w) + head * w
+
+# %% ../nbs/09_pipeline.ipynb #a563220e
+@torch.inference_mode()
+def stream_chunks(cloner, call: _Call, mode: str = "sentence", chunk_tokens: int = 16, overlap_tokens: int = 2):
+    "The chunks of a prepared call (`VoiceCloner.stream` checks, locks and prepares): float32 audio [1, S] each."
+    if mode == "sentence":
+        for wav, _ in cloner._speak(call): yield torch.cat([wav, call.gap], 1)
+        return
+    silence = silence_similarity(cloner)
+    noise = torch.Generator(device=cloner.device).manual_seed(call.seed ^ 0x5EED)   # the chunks' SoVITS noise, not call.gen's
+    for piece in call.pieces: yield from _stream_piece(cloner, call, piece, mode, chunk_tokens, overlap_tokens, silence, noise)
+
+def _stream_piece(cloner, call, piece, mode, chunk_tokens, overlap_tokens, silence, noise):
+    "One piece in chunks: decode the GPT's tokens as they come, each chunk with `overlap_tokens` before it, cross-fade the seams."
+    k, O = call.knobs, overlap_tokens
+    grid = cloner.sovits.config.samples_per_token / k["speed"]      # where token b ends in the piece: about b * grid samples
+    tf = text_features(piece, call.lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim)
+    steps = cloner.gpt.decode(*cloner._gpt_inputs(call, tf), top_k=k["top_k"], top_p=k["top_p"], temperature=k["temperature"],
+                              repetition_penalty=k["repetition_penalty"], max_new_tokens=k["max_new_tokens"], generator=call.gen)
+    toks, start, tail, peak, sent = [], 0, None, 1.0, 0
+    for step in steps:
+        if not step.eos: toks.append(int(step.token))
+        last = step.eos or step.index == k["max_new_tokens"] - 1
+        n = len(toks) - start if last else next_cut(silence[toks[start:]], mode, chunk_tokens)
+        if n == 0 and not last: continue
+        end, w = start + n, max(0, start - O)                      # decode tokens w..end-1; start..end-1 are new
+        if n:
+            wav = cloner._decode(call, piece, tf, torch.tensor(toks[w:end]), noise)
+            if last: ctx = int(round(wav.shape[-1] * (start - w) / (end - w)))   # samples of the context tokens
+            else: ctx = wav.shape[-1] - (int(round(end * grid)) - sent - (tail.shape[-1] if tail is not None else 0))  # end on the grid
+            ctx = min(max(ctx, 0), wav.shape[-1])                  # (a vocoder rounding to its frames cannot drift)
+            if tail is not None:                                   # the context's audio overlaps the held-back tail
+                L = min(tail.shape[-1], ctx)
+                wav = torch.cat([tail[:, :tail.shape[-1] - L], crossfade(tail[:, tail.shape[-1] - L:], wav[:, ctx - L:ctx]), wav[:, ctx:]], 1)
+            else: wav = wav[:, ctx:]
+        else: wav = tail if tail is not None else torch.zeros(1, 0)   # EOS right after a cut: only the tail is left
+        hold = 0 if last else min(wav.shape[-1], int(round(grid * min(O, end))))   # the next chunk's context
+        out, tail = wav[:, :wav.shape[-1] - hold], wav[:, wav.shape[-1] - hold:]
+        sent += out.shape[-1]
+        peak = max(peak, float(wav.abs().max()))                   # a limiter without look-ahead: synthesize scales by the piece's peak
+        if last: yield torch.cat([out / peak, call.gap], 1); break
+        if out.shape[-1]: yield out / peak
+        start = end
+    _skip_noise(cloner, call, len(toks))
+    call.info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": torch.tensor(toks, dtype=torch.long)})
+
+def _skip_noise(cloner, call, n_tokens: int):
+    "Draw from call.gen what SoVITS.decode would have drawn for the piece, so that the next piece's tokens are `synthesize`'s."
+    sov, speed = cloner.sovits, call.knobs["speed"]
+    if call.knobs["noise_scale"] and not sov.config.is_mel and n_tokens:
+        frames = 2 * n_tokens if speed == 1 else int(2 * n_tokens / speed) + 1
+        torch.randn((1, sov.config.inter_channels, frames), generator=call.gen, device=cloner.device, dtype=sov.dtype)
