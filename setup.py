@@ -15,6 +15,7 @@ min_python = cfg["min_python"]
 
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
+extras = {"dev": dev_requirements, "serve": cfg.get("serve_requirements", "").split(), "export": cfg.get("export_requirements", "").split()}
 console_scripts = [s for s in cfg.get("console_scripts", "").split() if s]
 
 setuptools.setup(
@@ -32,7 +33,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={"gpt_sovits_nb": ["assets/*", "assets/nano/*"]},
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require=extras,
     python_requires=">=" + min_python,
     long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

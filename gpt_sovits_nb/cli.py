@@ -11,9 +11,9 @@ LANG_CHOICES = ("en", "zh", "ja", "all_zh", "all_ja", "auto")          # the pip
 CUT_CHOICES = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")          # the pipeline's CUT_METHODS
 
 # %% auto #0
-__all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES', 'build_parser',
-           'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text', 'check_output',
-           'printable', 'main']
+__all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_SERVE', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES',
+           'build_parser', 'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text',
+           'check_output', 'printable', 'main']
 
 # %% ../nbs/14_cli.ipynb #e78e4c98
 def _number(kind, lo=None, hi=None, lo_open=False, what=""):
@@ -49,25 +49,52 @@ lj1995/GPT-SoVITS (0.4-0.7 GB by version; not when HF_HUB_OFFLINE=1). BERT (0.65
 Without --version, when the released files are neither here nor downloadable, the nano model (shipped, English) speaks.
 exit status: 0 done, 1 error (one line; --debug for the traceback), 2 bad usage, 130 interrupted."""
 
+EPILOG_SERVE = """examples:
+  gsv-nb serve                                   the default weights on 127.0.0.1:9880; clips from this folder
+  gsv-nb serve --version nano --ref-dir voices/  offline, English; clients name clips in voices/
+  gsv-nb serve --host 0.0.0.0 --token s3cret --gpt my.ckpt --sovits my.pth   your voice, on the network, with a token
+  curl -o hi.wav "http://127.0.0.1:9880/tts?text=Hello&text_lang=en&ref_audio_path=me.wav&prompt_lang=en&prompt_text=..."
+
+the protocol is GPT-SoVITS's api_v2.py: /tts (GET, POST), /set_gpt_weights, /set_sovits_weights, /set_refer_audio,
+/control (exit, restart: from this machine only). Errors are JSON {"message": ...} with status 400."""
+
 EPILOG_INFO = """examples:
   gsv-nb info                             which released weights are on this machine, per version
   gsv-nb info --local-dir weights/        ... looking in a folder first
   gsv-nb info my_sovits.pth my_gpt.ckpt   what these files are (kind, version, dtype, size)
   gsv-nb info --json my_sovits.pth        the same as JSON"""
 
+def _weight_options(s):
+    "The options that choose the model set (shared by `say` and `serve`)."
+    from gpt_sovits_nb.core import DEFAULT_VERSION, MODEL_VERSIONS
+    g = s.add_argument_group("which weights (released: --version [--local-dir]; yours: --gpt/--sovits; offline test: --tiny)")
+    g.add_argument("--version", dest="model_version", choices=MODEL_VERSIONS,
+                   help=f"model version: a released one, or nano (ships with the library; English) (default: {DEFAULT_VERSION} "
+                        "when its files are here or downloadable, else nano; v2 with --tiny; that of --sovits when given)")
+    g.add_argument("--local-dir", metavar="DIR", help="a folder holding released files (looked at before the HF cache)")
+    g.add_argument("--gpt", metavar="FILE", help="a GPT weights file (.ckpt), e.g. your fine-tuned one")
+    g.add_argument("--sovits", metavar="FILE", help="a SoVITS weights file (.pth), e.g. your fine-tuned one")
+    g.add_argument("--hubert", metavar="DIR", help="the HuBERT folder (chinese-hubert-base)")
+    g.add_argument("--bert", metavar="DIR", help="the BERT folder (chinese-roberta-wwm-ext-large; for Chinese text)")
+    g.add_argument("--sv", metavar="FILE", help="the speaker-verification model (v2Pro/v2ProPlus)")
+    g.add_argument("--tiny", metavar="DIR", help="use (and build, if DIR lacks it) a tiny random model set: offline and fast, "
+                                                 "but it makes noise, not speech; for trying the tool")
+    g.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (a GPU if there is one), cpu, cuda or cuda:N (default: %(default)s)")
+
 def build_parser() -> argparse.ArgumentParser:
-    "The `gsv-nb` argument parser, with the `say` and `info` commands."
+    "The `gsv-nb` argument parser, with the `say`, `info` and `serve` commands."
     from gpt_sovits_nb import __version__
     from gpt_sovits_nb.core import DEFAULT_VERSION, MODEL_VERSIONS
     fmt = argparse.RawDescriptionHelpFormatter
     p = _Parser(prog="gsv-nb", description="GPT-SoVITS voice cloning from the command line (gpt_sovits_nb).",
-                epilog="run `gsv-nb say --help` or `gsv-nb info --help` for the options of a command.", formatter_class=fmt)
+                epilog="run `gsv-nb say --help`, `gsv-nb info --help` or `gsv-nb serve --help` for the options of a command.", formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"gsv-nb (gpt_sovits_nb) {__version__}",
                    help="print the program's version and exit")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="on an error, show the full traceback instead of one line")
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
-    sub = p.add_subparsers(dest="command", metavar="{say,info}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{say,info,serve}", parser_class=_Parser)
 
     s = sub.add_parser("say", parents=[common], formatter_class=fmt, epilog=EPILOG_SAY,
                        help="speak a text in the voice of a reference clip and write a WAV file",
@@ -93,20 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the output audio file, 16-bit at the model's rate (32 kHz; nano 22.05 kHz); .wav, .flac or .ogg "
                         "(default: %(default)s)")
     g.add_argument("--force", action="store_true", help="overwrite --out if it exists (never a reference clip)")
-    g = s.add_argument_group("which weights (released: --version [--local-dir]; yours: --gpt/--sovits; offline test: --tiny)")
-    g.add_argument("--version", dest="model_version", choices=MODEL_VERSIONS,
-                   help=f"model version: a released one, or nano (ships with the library; English) (default: {DEFAULT_VERSION} "
-                        "when its files are here or downloadable, else nano; v2 with --tiny; that of --sovits when given)")
-    g.add_argument("--local-dir", metavar="DIR", help="a folder holding released files (looked at before the HF cache)")
-    g.add_argument("--gpt", metavar="FILE", help="a GPT weights file (.ckpt), e.g. your fine-tuned one")
-    g.add_argument("--sovits", metavar="FILE", help="a SoVITS weights file (.pth), e.g. your fine-tuned one")
-    g.add_argument("--hubert", metavar="DIR", help="the HuBERT folder (chinese-hubert-base)")
-    g.add_argument("--bert", metavar="DIR", help="the BERT folder (chinese-roberta-wwm-ext-large; for Chinese text)")
-    g.add_argument("--sv", metavar="FILE", help="the speaker-verification model (v2Pro/v2ProPlus)")
-    g.add_argument("--tiny", metavar="DIR", help="use (and build, if DIR lacks it) a tiny random model set: offline and fast, "
-                                                 "but it makes noise, not speech; for trying the tool")
-    g.add_argument("--device", default="auto", metavar="DEVICE",
-                   help="auto (a GPU if there is one), cpu, cuda or cuda:N (default: %(default)s)")
+    _weight_options(s)
     g = s.add_argument_group("sampling (the GPT)")
     g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=15, help="sample among the k likeliest tokens (default: %(default)s)")
     g.add_argument("--top-p", metavar="P", type=_number(float, 0, 1, lo_open=True, what="top-p"), default=1.0,
@@ -129,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pause", metavar="SECONDS", type=_number(float, 0, 10, what="the pause"), default=0.3,
                    help="seconds of silence after each piece (default: %(default)s)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors (and the JSON with --json)")
+
+    v = sub.add_parser("serve", parents=[common], formatter_class=fmt, epilog=EPILOG_SERVE,
+                       help="an HTTP server speaking the reference's api_v2 protocol (chapter 15)",
+                       description="Serve text-to-speech over HTTP, compatible with GPT-SoVITS's api_v2.py clients.")
+    g = v.add_argument_group("where to listen")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 opens it to the network)")
+    g.add_argument("--port", type=_number(int, 0, 65535, what="the port"), default=9880, help="port (default: %(default)s)")
+    g.add_argument("--token", metavar="TOKEN", default=os.environ.get("GSV_SERVE_TOKEN"),
+                   help="require 'Authorization: Bearer TOKEN' on every request (default: $GSV_SERVE_TOKEN, else none)")
+    g.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    g = v.add_argument_group("what clients may read")
+    g.add_argument("--ref-dir", action="append", default=[], metavar="DIR",
+                   help="a folder reference clips may come from (repeatable; default: the working directory)")
+    g.add_argument("--weights-dir", action="append", default=[], metavar="DIR",
+                   help="a folder /set_*_weights may load from (repeatable; default: the folders of the starting weights)")
+    g.add_argument("--max-text-chars", type=_number(int, 1, 10**6, what="max-text-chars"), default=2000, metavar="N",
+                   help="characters of text per request (default: %(default)s)")
+    g.add_argument("--max-ref-mb", type=_number(float, 0, 10**4, lo_open=True, what="max-ref-mb"), default=50.0, metavar="MB",
+                   help="size of a reference file (default: %(default)s)")
+    g.add_argument("--max-queue", type=_number(int, 1, 10**4, what="max-queue"), default=16, metavar="N",
+                   help="requests waiting or running; more are answered 503 (default: %(default)s)")
+    _weight_options(v)
 
     i = sub.add_parser("info", parents=[common], formatter_class=fmt, epilog=EPILOG_INFO,
                        help="list the released weights on this machine, or describe weights files",
@@ -274,6 +310,29 @@ def _say(args, log) -> dict:
             "load_seconds": round(t_load, 3), "synthesis_seconds": round(speech.seconds, 3),
             "weights": {k: str(v) for k, v in vars(paths).items() if v is not None}}
 
+def _serve(args, log):
+    "The `serve` command: check, load, then serve until Ctrl-C or /control exit."
+    from gpt_sovits_nb.core import ConfigError, get_device
+    from gpt_sovits_nb.pipeline import VoiceCloner
+    from gpt_sovits_nb.serve import TTSService, Limits, bind, serve
+    for d in [*args.ref_dir, *args.weights_dir]:
+        if not Path(d).is_dir(): raise ConfigError(f"'{d}' is not a folder: --ref-dir and --weights-dir take folders.")
+    sock = bind(args.host, args.port)                  # a taken port fails now, not after the models load
+    device = get_device(args.device)
+    paths, version, note = resolve_weights(args.model_version, args.local_dir, args.tiny, args.gpt, args.sovits, args.hubert,
+                                           args.bert, args.sv)
+    if note: log(note)
+    log(f"loading the {'tiny random ' if args.tiny else ''}{version} models on {device} ...")
+    service = TTSService(VoiceCloner.from_paths(paths, device=device), paths, ref_dirs=args.ref_dir or ["."],
+                         weights_dirs=args.weights_dir or None,
+                         limits=Limits(args.max_text_chars, args.max_ref_mb, max_queue=args.max_queue))
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        log(f"warning: listening on {args.host} without --token: anyone who can reach this port can use the server.")
+    log(f"serving {version} on http://{args.host}:{args.port} (reference clips from {', '.join(map(str, service.ref_dirs))}); "
+        "Ctrl-C stops it")
+    serve(service, token=args.token, log_level="warning" if args.quiet else "info", sock=sock)
+    return {}
+
 def _print_say(r: dict, log):
     tokens = sum(p["tokens"] for p in r["pieces"])
     log(f"wrote {r['out']}: {r['duration']:.2f} s at {r['sample_rate']} Hz, {len(r['pieces'])} piece(s), {tokens} semantic "
@@ -353,6 +412,8 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             if not args.debug: warnings.simplefilter("ignore")
+            if args.command == "serve":
+                _serve(args, info); return 0
             if args.command == "say":
                 result = _say(args, info)
                 if args.json: print(json.dumps(result, ensure_ascii=False, indent=1))
