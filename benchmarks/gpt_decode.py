@@ -13,6 +13,10 @@ whole sequence at every step; at full length that takes many minutes on a CPU, s
     python benchmarks/gpt_decode.py                                  # CPU, float32
     python benchmarks/gpt_decode.py --device cuda --dtype float16
     python benchmarks/gpt_decode.py --new-tokens 200 --baseline-tokens 10
+
+On the CPU in float32, when onnx and onnxruntime are installed (the `export` extra), the same decoder also runs as the
+two ONNX graphs of chapter 16 (gpt_sovits_nb.export.OnnxGPT: exported into a temporary folder, same sampling code and
+seeds, so the same tokens), interleaved with the others; --no-onnx skips it.
 """
 from __future__ import annotations
 import argparse, platform, time
@@ -46,12 +50,29 @@ def timed_decode(model, inputs, n_tokens, use_cache, sampling, seed=0):
     "Decode n_tokens; returns (seconds in total, seconds of the first step = prefill, tokens made)."
     torch.manual_seed(seed)
     device = model.device
+    no_cache = {} if use_cache else {"use_cache": False}       # OnnxGPT always decodes with its cache
     sync(device); t0 = time.perf_counter(); t_first = None; n = 0
-    for step in model.decode(*inputs, max_new_tokens=n_tokens, min_new_tokens=n_tokens, use_cache=use_cache, **sampling):
+    for step in model.decode(*inputs, max_new_tokens=n_tokens, min_new_tokens=n_tokens, **no_cache, **sampling):
         n += 1
         if t_first is None: sync(device); t_first = time.perf_counter() - t0
     sync(device)
     return time.perf_counter() - t0, t_first, n
+
+
+def onnx_gpt(model, device, dtype):
+    "The model as gpt_sovits_nb.export.OnnxGPT (exported to a temporary folder), or None off the CPU/float32 or without onnxruntime."
+    if device.type != "cpu" or dtype != torch.float32: return None
+    try:
+        from gpt_sovits_nb.export import OnnxGPT, export_gpt_onnx, require_onnx
+        require_onnx()
+    except Exception as e:
+        print(f"onnxruntime skipped: {e}")
+        return None
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="gsv-gpt-onnx-")
+    t0 = time.perf_counter(); export_gpt_onnx(model, folder)
+    print(f"exported the ONNX graphs in {time.perf_counter() - t0:.1f} s")
+    return OnnxGPT(folder, threads=torch.get_num_threads())
 
 
 def main(argv=None):
@@ -68,6 +89,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--top-k", type=int, default=15)
     ap.add_argument("--no-concat", action="store_true", help="skip the torch.cat-cache comparison")
+    ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (otherwise run on the CPU in float32 when installed)")
     args = ap.parse_args(argv)
 
     if args.threads: torch.set_num_threads(args.threads)
@@ -86,15 +108,17 @@ def main(argv=None):
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{args.phones} phones + {args.prompt} prompt tokens -> {args.new_tokens} new tokens, top_k={args.top_k}")
 
-    variants = {"KV cache": G.KVCache}
-    if not args.no_concat: variants["torch.cat cache"] = ConcatKVCache
+    variants = {"KV cache": (model, G.KVCache)}
+    if not args.no_concat: variants["torch.cat cache"] = (model, ConcatKVCache)
+    onnx_model = None if args.no_onnx else onnx_gpt(model, device, dtype)
+    if onnx_model is not None: variants["onnxruntime"] = (onnx_model, G.KVCache)
     ours, best = G.KVCache, {}
     try:
         for r in range(args.repeats):            # interleaved, best of each: a shared machine's load comes and goes
-            for label, cache_class in variants.items():
+            for label, (runner, cache_class) in variants.items():
                 G.KVCache = cache_class          # decode() builds its cache from the module's KVCache
-                if r == 0: timed_decode(model, inputs, args.warmup, True, sampling)       # warm-up
-                total, first, n = timed_decode(model, inputs, args.new_tokens, True, sampling, seed=r)
+                if r == 0: timed_decode(runner, inputs, args.warmup, True, sampling)      # warm-up
+                total, first, n = timed_decode(runner, inputs, args.new_tokens, True, sampling, seed=r)
                 assert n == args.new_tokens, n
                 if label not in best or total < best[label][0]: best[label] = (total, first, n)
     finally:
@@ -107,6 +131,10 @@ def main(argv=None):
         total_c, first_c, n_c = best["torch.cat cache"]
         print(f"torch.cat cache  : {n_c / total_c:7.1f} tok/s  ({n_c} tokens in {total_c:.2f} s; the same decoder, the cache grown "
               f"as the reference grows it)")
+    if "onnxruntime" in best:
+        total_o, first_o, n_o = best["onnxruntime"]
+        print(f"onnxruntime      : {n_o / total_o:7.1f} tok/s  ({n_o} tokens in {total_o:.2f} s; prefill {first_o * 1e3:.0f} ms; "
+              f"the ONNX graphs of gpt_sovits_nb.export: {(n_o / total_o) / cached:.2f}x the torch KV cache's speed)")
 
     if args.baseline_tokens > 0:
         timed_decode(model, inputs, 2, False, sampling)                          # warm-up
