@@ -19,10 +19,11 @@ from .audio import (load_audio, read_audio, audio_header, check_audio, resample,
 
 # %% auto #0
 __all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'READ_S', 'SPLITS', 'CUT_METHODS', 'LANGS',
-           'STREAM_MODES', 'ModelPaths', 'model_paths', 'released_available', 'pick_version', 'make_tiny_models',
-           'Reference', 'fit_reference_length', 'clipping_ratio', 'cut_text', 'merge_short', 'collapse_punctuation',
-           'split_sentences', 'language_segments', 'TextFeatures', 'text_features', 'Speech', 'VoiceCloner',
-           'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
+           'REF_CHARS_PER_S', 'STREAM_MODES', 'ModelPaths', 'model_paths', 'released_available', 'pick_version',
+           'make_tiny_models', 'Reference', 'fit_reference_length', 'clipping_ratio', 'cut_text', 'merge_short',
+           'collapse_punctuation', 'split_sentences', 'language_segments', 'TextFeatures', 'text_features',
+           'check_reference_text', 'Speech', 'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut',
+           'crossfade', 'stream_chunks']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -290,6 +291,20 @@ def text_features(text: str, lang: str, version: str = "v2", bert=None, width: i
     if not ids: raise TextError(f"No phones in {text!r}: nothing the voice could say.")
     return TextFeatures(ids, torch.cat(feats, 1), "".join(norms), syms)
 
+# %% ../nbs/09_pipeline.ipynb #41405403
+REF_CHARS_PER_S = 50.0     # twice the fastest speech: a reference text longer than this per second is not the clip's
+
+def check_reference_text(text, seconds: float, cut: bool = False):
+    "Refuse a reference text too long to be what `seconds` of speech says (`cut`: the clip was cut to its first 10 s)."
+    if text is None: return
+    if not isinstance(text, str): raise TextError(f"The reference text must be a string, got {type(text).__name__}.")
+    limit = int(20 + REF_CHARS_PER_S * seconds)
+    if len(text.strip()) > limit:
+        hint = (" The clip was cut to its first 10 s: keep only the words said in that part." if cut else
+                " Give exactly what the clip says (or leave the text out for reference-free mode).")
+        raise TextError(f"The reference text has {len(text.strip())} characters, too many for {seconds:.1f} s of speech "
+                        f"(at most {limit}).{hint}")
+
 # %% ../nbs/09_pipeline.ipynb #7e974ced
 @dataclass
 class _Call:
@@ -381,6 +396,7 @@ class VoiceCloner:
             wav16, wav32 = resample(w, sr, SSL_SR, "soxr_hq"), resample(w, sr, SR_SOVITS)
         seconds = wav16.shape[-1] / SSL_SR
         wav16, notes = fit_reference_length(wav16, SSL_SR, name, total)
+        check_reference_text(text, wav16.shape[-1] / SSL_SR, cut=bool(notes))       # before the slow part (HuBERT)
         if notes:                                                        # keep the 32 kHz copy in step: the same span
             n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
             wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)

@@ -448,3 +448,21 @@ def test_saving_a_file_the_webui_cannot_build_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")                  # the tiny demo sets say so in their docstring instead of warning
         make_tiny_models(tmp_path / "set", "v2")
+
+
+def test_a_reference_text_too_long_for_its_clip_is_refused_before_the_models_run(monkeypatch):
+    "A transcript of thousands of characters for a 3-10 s clip: refused with the reason, before HuBERT/MFCC features."
+    from gpt_sovits_nb.core import TextError
+    from gpt_sovits_nb.pipeline import VoiceCloner
+    from gpt_sovits_nb.corpus import reference_clip
+    cloner = VoiceCloner.from_pretrained("nano", device="cpu")
+    clip = reference_clip("flite_slt", split="train")
+    def must_not_run(*a, **k): raise AssertionError("the models ran before the text was checked")
+    monkeypatch.setattr(cloner.ssl, "features", must_not_run)
+    monkeypatch.setattr(cloner.sovits, "reference_spec", must_not_run)
+    long_text = "The quick brown fox jumps over the lazy dog. " * 300                 # 13,500 characters
+    for call in (lambda: cloner.prepare_reference(clip.path, long_text, "en"),
+                 lambda: cloner.synthesize("Hello there.", "en", ref=clip.path, ref_text=long_text, progress=False)):
+        t0 = time.perf_counter()
+        with pytest.raises(TextError, match=r"too many for \d+\.\d s of speech"): call()
+        assert time.perf_counter() - t0 < 5
