@@ -13,8 +13,7 @@ import torch
 import torch.nn as nn
 
 from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig
-from .gpt import (MAX_NEW_TOKENS, MIN_NEW_TOKENS, DecodeStep, Text2SemanticGPT, apply_repetition_penalty,
-                               check_sampling, sample_token, sampling_distribution)
+from .gpt import MAX_NEW_TOKENS, MIN_NEW_TOKENS, DecodeStep, Text2SemanticGPT, check_sampling, decode_step
 from .sovits import SoVITS, _InputChecks
 
 # %% auto #0
@@ -234,16 +233,10 @@ def _decode(self: OnnxGPT, phones, bert, prompt=None, top_k=15, top_p=1.0, tempe
     history[:, :P] = prompt
     logits, keys, values = self._run(self.prefill, phones=phones, bert=bert, prompt=prompt)
     for i in range(max_new_tokens):
-        if i < min_new_tokens: logits = logits[:, :-1]                      # EOS (the last column) not allowed yet
-        apply_repetition_penalty(logits, history[:, :P + i], repetition_penalty)
-        greedy = logits.argmax(dim=-1)
-        probs = sampling_distribution(logits, None, top_k, top_p, temperature, 1.0, inplace=True)
-        token = sample_token(probs, generator)                              # [1, 1]
-        history[:, P + i] = token[:, 0]
-        eos = bool(((greedy == EOS) | (token[:, 0] == EOS)).item())
-        yield DecodeStep(i, token, logits, probs, eos)
-        if eos: return
-        logits, keys, values = self._run(self.step, token=token, position=torch.tensor([P + i]),
+        step = decode_step(i, logits, history, P, EOS, top_k, top_p, temperature, repetition_penalty, min_new_tokens, generator)
+        yield step                                                          # chapter 06's rules, the same code
+        if step.eos: return
+        logits, keys, values = self._run(self.step, token=step.token, position=torch.tensor([P + i]),
                                          past_keys=keys, past_values=values)
 
 def _infer(self: OnnxGPT, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,

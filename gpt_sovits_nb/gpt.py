@@ -18,8 +18,8 @@ from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, get_devi
 __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding', 'sine_table', 'SinePositions', 'SelfAttention',
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
-           'DecodeStep', 'Text2SemanticGPT', 's1_config_dict', 'count_parameters', 'plot_next_token_distribution',
-           'sampling_widget']
+           'DecodeStep', 'Text2SemanticGPT', 's1_config_dict', 'count_parameters', 'decode_step',
+           'plot_next_token_distribution', 'sampling_widget']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -384,18 +384,12 @@ class Text2SemanticGPT(nn.Module):
             else:
                 xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
                 hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
-            logits = self.ar_predict_layer(hidden)                              # [1, V]
-            if i < min_new_tokens: logits = logits[:, :-1]                      # EOS (the last column) not allowed yet
-            apply_repetition_penalty(logits, history[:, :P + i], repetition_penalty)  # in place, as the reference
-            greedy = logits.argmax(dim=-1)
-            probs = sampling_distribution(logits, None, top_k, top_p, temperature, 1.0, inplace=True)
-            token = sample_token(probs, generator)                              # [1, 1]
-            history[:, P + i] = token[:, 0]
-            eos = bool(((greedy == EOS) | (token[:, 0] == EOS)).item())
-            yield DecodeStep(i, token, logits, probs, eos)
-            if eos: return
+            step = decode_step(i, self.ar_predict_layer(hidden), history, P, EOS, top_k, top_p, temperature,
+                               repetition_penalty, min_new_tokens, generator)   # logits [1, V] -> the chosen token
+            yield step
+            if step.eos: return
             if use_cache:
-                step_input, attend = self.embed_audio(token, start=P + i), None  # one new position, sees everything
+                step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
 
     @torch.inference_mode()
     def infer(self, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
@@ -458,6 +452,19 @@ def s1_config_dict(config: GPTConfig) -> dict:
 def count_parameters(model: nn.Module) -> int:
     "Number of parameters (works on the meta device too)."
     return sum(p.numel() for p in model.parameters())
+
+def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS: int, top_k=15, top_p=1.0, temperature=1.0,
+                repetition_penalty=1.35, min_new_tokens: int = MIN_NEW_TOKENS, generator: torch.Generator | None = None) -> DecodeStep:
+    """Step `i`'s choice from the raw next-token `logits` [1, V] (changed in place), the reference's rules in order: no EOS
+    before `min_new_tokens`, the repetition penalty over `history` [1, P + i] (prompt and tokens so far), then sampling;
+    the token is written into `history`. Decoding ends when the sampled or the greedy token is EOS."""
+    if i < min_new_tokens: logits = logits[:, :-1]                          # EOS (the last column) not allowed yet
+    apply_repetition_penalty(logits, history[:, :P + i], repetition_penalty)  # in place, as the reference
+    greedy = logits.argmax(dim=-1)
+    probs = sampling_distribution(logits, None, top_k, top_p, temperature, 1.0, inplace=True)
+    token = sample_token(probs, generator)                                  # [1, 1]
+    history[:, P + i] = token[:, 0]
+    return DecodeStep(i, token, logits, probs, bool(((greedy == EOS) | (token[:, 0] == EOS)).item()))
 
 # %% ../nbs/06_gpt.ipynb #7618275d
 @torch.inference_mode()
