@@ -121,18 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--force", action="store_true", help="overwrite --out if it exists (never a reference clip)")
     _weight_options(s)
+    from gpt_sovits_nb.core import SAMPLING                             # the reference's defaults, one place
     g = s.add_argument_group("sampling (the GPT)")
-    g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=15, help="sample among the k likeliest tokens (default: %(default)s)")
-    g.add_argument("--top-p", metavar="P", type=_number(float, 0, 1, lo_open=True, what="top-p"), default=1.0,
+    g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=SAMPLING.top_k, help="sample among the k likeliest tokens (default: %(default)s)")
+    g.add_argument("--top-p", metavar="P", type=_number(float, 0, 1, lo_open=True, what="top-p"), default=SAMPLING.top_p,
                    help="... and among those whose probabilities add up to p (default: %(default)s)")
-    g.add_argument("--temperature", metavar="T", type=_number(float, 0, 5, lo_open=True, what="the temperature"), default=1.0,
+    g.add_argument("--temperature", metavar="T", type=_number(float, 0, 5, lo_open=True, what="the temperature"), default=SAMPLING.temperature,
                    help="below 1: safer, flatter; above 1: livelier, riskier (default: %(default)s)")
-    g.add_argument("--repetition-penalty", metavar="R", type=_number(float, 1, 5, what="the repetition penalty"), default=1.35,
+    g.add_argument("--repetition-penalty", metavar="R", type=_number(float, 1, 5, what="the repetition penalty"), default=SAMPLING.repetition_penalty,
                    help="discourage tokens already said, to avoid loops (default: %(default)s)")
     g.add_argument("--seed", metavar="N", type=_number(int, 0, 2**31 - 1, what="the seed"), default=None,
                    help="random seed: the same seed and options give the same audio (default: a new one, printed)")
-    g.add_argument("--max-new-tokens", metavar="N", type=_number(int, 1, 10000, what="max-new-tokens"), default=None,
-                   help="at most this many semantic tokens (25 per second) per piece (default: the library's, 2700)")
+    g.add_argument("--max-new-tokens", metavar="N", type=_number(int, 1, 10000, what="max-new-tokens"), default=SAMPLING.max_new_tokens,
+                   help="at most this many semantic tokens (25 per second) per piece (default: %(default)s, 60 s)")
     g = s.add_argument_group("sound (SoVITS) and pacing")
     g.add_argument("--speed", metavar="X", type=_number(float, 0.25, 4, what="the speed"), default=1.0, help="speaking rate; 2 is twice as fast (default: %(default)s)")
     g.add_argument("--noise-scale", metavar="X", type=_number(float, 0, 2, what="the noise scale"), default=0.5,

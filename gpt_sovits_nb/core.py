@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'GPT_CONFIGS', 'SOVITS_CONFIGS', 'GSVError',
-           'AudioError', 'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError',
-           'check_version', 'GPTConfig', 'SoVITSConfig', 'get_device', 'default_dtype', 'seed_everything', 'fast_mode']
+__all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'GPT_CONFIGS', 'SOVITS_CONFIGS', 'SAMPLING',
+           'GSVError', 'AudioError', 'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError',
+           'ConfigError', 'check_version', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype',
+           'seed_everything', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -166,6 +167,19 @@ SOVITS_CONFIGS = {
                     resblock_kernel_sizes=[], resblock_dilation_sizes=[]),
 }
 "SoVITS configs: the released checkpoints (s2.json, s2v2Pro.json, s2v2ProPlus.json) and nano (a mel decoder, trained here)."
+
+# %% ../nbs/00_core.ipynb #51b61ceb
+@dataclass(frozen=True)
+class Sampling:
+    "The GPT's sampling knobs, with the reference's defaults (`SAMPLING`): one place for them."
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+    max_new_tokens: int = 1500          # per piece of text: 60 s of speech at 25 tokens/s
+
+SAMPLING = Sampling()
+"The reference's sampling defaults."
 
 # %% ../nbs/00_core.ipynb #c29948cb
 def get_device(device: str | torch.device | None = "auto") -> torch.device:

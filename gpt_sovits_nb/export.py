@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig
+from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig, SAMPLING
 from .gpt import MAX_NEW_TOKENS, MIN_NEW_TOKENS, DecodeStep, Text2SemanticGPT, check_sampling, decode_step
 from .sovits import SoVITS, _InputChecks
 
@@ -220,7 +220,8 @@ class OnnxGPT:
         return self._run(self.prefill, phones=phones, bert=bert, prompt=prompt)[0]
 
 # %% ../nbs/16_export.ipynb #af0a0b68
-def _decode(self: OnnxGPT, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+def _decode(self: OnnxGPT, phones, bert, prompt=None, top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature,
+            repetition_penalty=SAMPLING.repetition_penalty,
             max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS,
             generator: torch.Generator | None = None) -> Iterator[DecodeStep]:
     "Yield one DecodeStep per new token, as Text2SemanticGPT.decode (which it follows rule for rule)."
@@ -239,7 +240,8 @@ def _decode(self: OnnxGPT, phones, bert, prompt=None, top_k=15, top_p=1.0, tempe
         logits, keys, values = self._run(self.step, token=step.token, position=torch.tensor([P + i]),
                                          past_keys=keys, past_values=values)
 
-def _infer(self: OnnxGPT, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+def _infer(self: OnnxGPT, phones, bert, prompt=None, top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature,
+           repetition_penalty=SAMPLING.repetition_penalty,
            max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS,
            generator: torch.Generator | None = None) -> torch.Tensor:
     "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included), as Text2SemanticGPT.infer."

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, get_device
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, get_device
 
 # %% auto #0
 __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding', 'sine_table', 'SinePositions', 'SelfAttention',
@@ -251,7 +251,7 @@ def sample_token(probs: torch.Tensor, generator: torch.Generator | None = None) 
 # %% ../nbs/06_gpt.ipynb #182b27a2
 MIN_NEW_TOKENS = 11
 "The reference removes EOS from the choices for decoding steps 0-10: at least 11 new tokens (0.44 s)."
-MAX_NEW_TOKENS = 1500
+MAX_NEW_TOKENS = SAMPLING.max_new_tokens
 "The reference decoding loop's cap (60 s of speech at 25 tokens/s)."
 
 
@@ -361,7 +361,8 @@ class Text2SemanticGPT(nn.Module):
 
     # ---- decoding
     @torch.inference_mode()
-    def decode(self, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+    def decode(self, phones, bert, prompt=None,
+               top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
                max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
                generator: torch.Generator | None = None) -> Iterator[DecodeStep]:
         "Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and checking)."
@@ -392,7 +393,8 @@ class Text2SemanticGPT(nn.Module):
                 step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
 
     @torch.inference_mode()
-    def infer(self, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+    def infer(self, phones, bert, prompt=None,
+              top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
               max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
               generator: torch.Generator | None = None) -> torch.Tensor:
         "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included)."
@@ -453,8 +455,9 @@ def count_parameters(model: nn.Module) -> int:
     "Number of parameters (works on the meta device too)."
     return sum(p.numel() for p in model.parameters())
 
-def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS: int, top_k=15, top_p=1.0, temperature=1.0,
-                repetition_penalty=1.35, min_new_tokens: int = MIN_NEW_TOKENS, generator: torch.Generator | None = None) -> DecodeStep:
+def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS: int, top_k=SAMPLING.top_k,
+                top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
+                min_new_tokens: int = MIN_NEW_TOKENS, generator: torch.Generator | None = None) -> DecodeStep:
     """Step `i`'s choice from the raw next-token `logits` [1, V] (changed in place), the reference's rules in order: no EOS
     before `min_new_tokens`, the repetition penalty over `history` [1, P + i] (prompt and tokens so far), then sampling;
     the token is written into `history`. Decoding ends when the sampled or the greedy token is EOS."""
@@ -468,7 +471,8 @@ def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS
 
 # %% ../nbs/06_gpt.ipynb #7618275d
 @torch.inference_mode()
-def _infer_batch(self, phones, bert, prompt=None, top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35,
+def _infer_batch(self, phones, bert, prompt=None,
+                 top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
                  max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS,
                  generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """Decode several sentences at once. `phones` and `bert` are lists with one sentence each ([1, N_i] and [1, bert_dim, N_i]),
@@ -544,7 +548,7 @@ def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = Non
     top_k = W.IntSlider(value=15, min=0, max=50, description="top_k")
     top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
     temperature = W.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature")
-    penalty = W.FloatSlider(value=1.35, min=1.0, max=3.0, step=0.05, description="rep. penalty")
+    penalty = W.FloatSlider(value=SAMPLING.repetition_penalty, min=1.0, max=3.0, step=0.05, description="rep. penalty")
     out, status = W.Output(), W.HTML()
 
     def redraw(_=None):

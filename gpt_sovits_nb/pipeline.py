@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version,
-                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION)
+                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
@@ -500,9 +500,9 @@ class VoiceCloner:
         return Speech(torch.cat(out, 1), call.sr, call.info, [n for r in call.refs for n in r.notes], call.seed, time.perf_counter() - t0)
 
     def synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
-                   aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
-                   repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, progress: bool = True,
+                   aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
+                   repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, progress: bool = True,
                    batch_size: int = 1) -> Speech:
         """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
         one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own).
@@ -515,9 +515,9 @@ class VoiceCloner:
             return self._synthesize(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size)
 
     def stream(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
-               aux_refs: Sequence = (), top_k: int = 15, top_p: float = 1.0, temperature: float = 1.0,
-               repetition_penalty: float = 1.35, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-               cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = 2700, mode: str = "sentence",
+               aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
+               repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+               cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, mode: str = "sentence",
                chunk_tokens: int = 16, overlap_tokens: int = 2) -> Iterator[torch.Tensor]:
         """Speak `text` as a stream of float32 audio chunks [1, S] at `sovits.config.sampling_rate` (see `STREAM_MODES`).
         Arguments are checked now; the work (holding the cloner's lock) starts at the first `next()` and ends when the

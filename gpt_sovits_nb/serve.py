@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import soundfile as sf
 import torch
-from .core import GSVError, ConfigError
+from .core import GSVError, ConfigError, SAMPLING
 from .audio import audio_header
 from .pipeline import VoiceCloner, ModelPaths, LANGS, CUT_METHODS
 
@@ -30,9 +30,9 @@ class TTSRequest:
     aux_ref_audio_paths: list | None = None  # more clips of the voice, averaged into its timbre
     prompt_text: str = ""                  # what the reference clip says ("" = reference-free mode)
     prompt_lang: str | None = None         # its language (required)
-    top_k: int = 15
-    top_p: float = 1.0
-    temperature: float = 1.0
+    top_k: int = SAMPLING.top_k            # sampling: the reference's defaults (core.SAMPLING)
+    top_p: float = SAMPLING.top_p
+    temperature: float = SAMPLING.temperature
     text_split_method: str = "cut5"        # cut0 ... cut5 (chapter 09)
     batch_size: int = 1                    # pieces the GPT decodes at once (with parallel_infer)
     batch_threshold: float = 0.75          # the reference's bucket knob: accepted, no effect here
@@ -43,7 +43,7 @@ class TTSRequest:
     media_type: str = "wav"                # wav, raw (16-bit PCM), ogg (Vorbis), aac (ADTS)
     streaming_mode: int = 0                # 0 off, 1 per sentence, 2 token chunks, 3 fixed token chunks (True = 1)
     parallel_infer: bool = True
-    repetition_penalty: float = 1.35
+    repetition_penalty: float = SAMPLING.repetition_penalty
     sample_steps: int = 32                 # v3/v4 only: accepted and ignored
     super_sampling: bool = False           # v3/v4 only: accepted and ignored
     overlap_length: int = 2                # semantic tokens of context before each streamed chunk
@@ -175,7 +175,7 @@ class Limits:
     max_ref_mb: float = 50.0            # size of a reference file
     max_ref_seconds: float = 600.0      # duration of a reference file (3-10 s of it are used)
     max_queue: int = 16                 # requests waiting or running; more get 503
-    max_new_tokens: int = 1500          # semantic tokens per piece (60 s; the reference stops at 1500 too)
+    max_new_tokens: int = SAMPLING.max_new_tokens   # semantic tokens per piece (1500: 60 s, where the reference stops too)
 
 def allowed_file(path: str, roots: Sequence[Path], what: str = "ref_audio_path", flag: str = "--ref-dir") -> Path:
     "The real path of `path` if it is a file inside one of `roots` (after resolving `..` and links); else `RequestError`."

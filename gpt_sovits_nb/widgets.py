@@ -8,6 +8,7 @@ import base64, html, threading, time
 
 import torch
 
+from .core import SAMPLING
 from .audio import figure_png, plot_spectrogram, spectrogram, resample, audio_player, SR_SOVITS
 
 # %% auto #0
@@ -42,8 +43,8 @@ def audio_output(wav: torch.Tensor, sr: int) -> dict:
 
 # %% ../nbs/13_widgets.ipynb #ce4090c0
 def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a few seconds of speech.", lang: str = "en",
-                 ref_text: str | None = None, ref_lang: str | None = None, temperature: float = 1.0, top_k: int = 15,
-                 speed: float = 1.0, noise_scale: float = 0.5, seed: int = 0, max_new_tokens: int = 500,
+                 ref_text: str | None = None, ref_lang: str | None = None, temperature: float = SAMPLING.temperature, top_k: int = SAMPLING.top_k,
+                 speed: float = 1.0, noise_scale: float = 0.5, seed: int = 0, max_new_tokens: int = SAMPLING.max_new_tokens,
                  auto: bool = True, speak_now: bool = True):
     """A box to clone `ref`'s voice with sliders for temperature, top-k, speed and noise_scale and a speak button.
     `ref` is a `Reference` or a clip's path (then pass `ref_text`, or None for reference-free mode). Returns the box;
