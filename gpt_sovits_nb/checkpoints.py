@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError,
+from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro,
                                 VERSIONS, MODEL_VERSIONS, NANO, get_device)
 
 # %% auto #0
@@ -406,12 +406,12 @@ def sovits_version(ckpt: Mapping | str | os.PathLike, file: CheckpointFile | Non
     if w[SOVITS_PHONE_KEY].shape[0] == 322: return "v1"
     pro = "sv_emb.weight" in w
     tagged = file.header_version if file else None
-    if tagged in ("v2Pro", "v2ProPlus"):
+    if is_pro(tagged):
         if not pro: raise CheckpointError(f"'{src}' is tagged {tagged} but has no speaker-embedding weights (sv_emb): the file is inconsistent.")
         return tagged
     if pro:
         model = _config_section(ckpt.get("config", {}), "model")
-        if model.get("version") in ("v2Pro", "v2ProPlus"): return model["version"]
+        if is_pro(model.get("version")): return model["version"]
         return "v2ProPlus" if model.get("upsample_initial_channel") == 768 else "v2Pro"
     return "v2"
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'GPT_CONFIGS', 'SOVITS_CONFIGS', 'SAMPLING',
-           'GSVError', 'AudioError', 'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError',
-           'ConfigError', 'check_version', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype',
-           'seed_everything', 'fast_mode']
+__all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
+           'SOVITS_CONFIGS', 'SAMPLING', 'GSVError', 'AudioError', 'TextError', 'CheckpointError',
+           'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version', 'phone_table', 'is_pro',
+           'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -56,6 +56,18 @@ def check_version(version: str, allowed=VERSIONS) -> str:
     if version not in allowed:
         raise ConfigError(f"Unknown model version {version!r}: expected one of {', '.join(allowed)}.")
     return version
+
+# %% ../nbs/00_core.ipynb #52d6b52e
+PRO_VERSIONS = ("v2Pro", "v2ProPlus")
+"The versions whose SoVITS is conditioned on a speaker-verification embedding (ERes2NetV2)."
+
+def phone_table(version: str | None) -> str:
+    "The symbol table a version's text uses: 'v1' for v1, 'v2' for every later version (and nano)."
+    return "v1" if version == "v1" else "v2"
+
+def is_pro(version: str | None) -> bool:
+    "Whether `version` is v2Pro or v2ProPlus (its SoVITS needs the speaker-verification model)."
+    return version in PRO_VERSIONS
 
 # %% ../nbs/00_core.ipynb #00217bff
 @dataclass
@@ -134,7 +146,7 @@ class SoVITSConfig:
     def style_bins(self) -> int:                                            # rows the style encoder reads
         return self.n_mel_channels if self.is_mel else 1025 if self.version == "v1" else 704
     @property
-    def is_pro(self) -> bool: return self.version in ("v2Pro", "v2ProPlus")
+    def is_pro(self) -> bool: return is_pro(self.version)
     @property
     def sv_dim(self) -> int: return 20480 if self.is_pro else 0            # ERes2NetV2 embedding width
     @property

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode
+from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table
 from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR
 from .corpus import ListItem, read_list, write_list
 
@@ -725,7 +725,7 @@ def _device_of(model) -> torch.device:
     return torch.device("cpu")
 
 def _phones_step(version: str) -> FeatureStep:
-    table = "v1" if version == "v1" else "v2"                    # v2Pro and v2ProPlus use the v2 symbols
+    table = phone_table(version)                                 # v2Pro and v2ProPlus use the v2 symbols
     def compute(inp):
         from gpt_sovits_nb.text import clean_text, phones_to_ids
         e = inp["text"]

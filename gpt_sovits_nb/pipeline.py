@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version,
+from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
@@ -282,8 +282,8 @@ def text_features(text: str, lang: str, version: str = "v2", bert=None, width: i
     ids, feats, norms, syms = [], [], [], []
     for seg, l in language_segments(text, lang):
         l = l.replace("all_", "")
-        phones, word2ph, norm = clean_text(seg, l, "v1" if version == "v1" else "v2")
-        ids += list(phones_to_ids(phones, "v1" if version == "v1" else "v2"))
+        phones, word2ph, norm = clean_text(seg, l, phone_table(version))
+        ids += list(phones_to_ids(phones, phone_table(version)))
         feats.append(bert_for_phones(phones, word2ph, norm, l, bert, width).float().cpu())
         norms.append(norm); syms += list(phones)
     if not _final and len(ids) < 6:
@@ -423,7 +423,7 @@ class VoiceCloner:
                          seconds, notes)
 
     @property
-    def gpt_version(self) -> str: return "v1" if self.version == "v1" else "v2"
+    def gpt_version(self) -> str: return phone_table(self.version)
 
     # ---- speaking
     def _check(self, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,

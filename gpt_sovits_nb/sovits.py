@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, SoVITSConfig, check_version
+from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table
 
 # %% auto #0
 __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
@@ -487,7 +487,7 @@ class _InputChecks:
         phones = self._tensor(phones, "phones", ("B", "N"), torch.long)
         if phones.shape[0] != batch: raise ConfigError(f"phones has batch size {phones.shape[0]} but codes has {batch}.")
         if phones.shape[1] < 1: raise ConfigError("phones is empty: pass at least one phone id.")
-        n, v = self.config.n_symbols, "v1" if self.version == "v1" else "v2"
+        n, v = self.config.n_symbols, phone_table(self.version)
         if int(phones.min()) < 0 or int(phones.max()) >= n:
             raise ConfigError(f"phone ids must be in [0, {n - 1}] for a {self.version} model ({n} symbols), got values from "
                               f"{int(phones.min())} to {int(phones.max())}. Make them with "

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version,
+from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro,
                                 seed_everything)
 from .audio import spec_to_mel, mel_spectrogram, figure_png
 from .data import load_feature, file_hash
@@ -43,7 +43,7 @@ __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
     """A SoVITS config with the released structure and a few million weights instead of 50-100 million (tests, CPU demos); `ssl_dim` = the HuBERT width.
     The official WebUI cannot load what is trained at this size (its MRTE is fixed at 192 channels in, 512 wide): exporting warns."""
-    pro = check_version(version) in ("v2Pro", "v2ProPlus")
+    pro = is_pro(check_version(version))
     return SoVITSConfig(version=version, inter_channels=16, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
                         upsample_initial_channel=32, gin_channels=32 if pro else 512, ssl_dim=ssl_dim, segment_size=5120,
                         p_dropout=0.0 if pro else 0.1)
@@ -290,7 +290,7 @@ class DiscriminatorS(nn.Module):
 
 def discriminator_periods(version: str) -> tuple:
     "The periods of the period discriminators: 2, 3, 5, 7, 11, plus 17 and 23 for v2Pro/v2ProPlus."
-    return (2, 3, 5, 7, 11, 17, 23) if check_version(version) in ("v2Pro", "v2ProPlus") else (2, 3, 5, 7, 11)
+    return (2, 3, 5, 7, 11, 17, 23) if is_pro(check_version(version)) else (2, 3, 5, 7, 11)
 
 class MultiPeriodDiscriminator(nn.Module):
     "A scale discriminator and one period discriminator per period (keys `discriminators.<i>.*`, as the released s2D files)."
