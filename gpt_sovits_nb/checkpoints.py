@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro,
+from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro, plain, env_flag,
                                 VERSIONS, MODEL_VERSIONS, NANO, get_device)
 
 # %% auto #0
@@ -135,14 +135,7 @@ class HParams(dict):
         for k, v in dict(state).items(): self[k] = v
     def to_dict(self) -> dict:
         "A plain nested dict (what the official saver's `hps.to_dict()` writes)."
-        return _plain(self)
-
-def _plain(obj):
-    "Nested mappings (HParams included) -> plain dicts; lists and tuples are walked; other values kept."
-    if isinstance(obj, Mapping): return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list): return [_plain(v) for v in obj]
-    if isinstance(obj, tuple): return tuple(_plain(v) for v in obj)
-    return obj
+        return plain(self)
 
 # %% ../nbs/08_checkpoints.ipynb #30d8baff
 class _StorageType:
@@ -378,7 +371,7 @@ def lightning_to_gpt(path) -> dict:
     if not weight or not isinstance(config, Mapping):
         raise CheckpointError(f"'{f.path}' is a Lightning checkpoint but not of the GPT-SoVITS GPT trainer (no model.* weights or "
                               "no hyper_parameters['config']).")
-    return {"weight": weight, "config": _plain(config), "info": f"GPT-e{int(obj.get('epoch', 0)) + 1}"}
+    return {"weight": weight, "config": plain(config), "info": f"GPT-e{int(obj.get('epoch', 0)) + 1}"}
 
 # %% ../nbs/08_checkpoints.ipynb #35473b49
 def gpt_version(ckpt: Mapping, source="checkpoint") -> str:
@@ -539,7 +532,7 @@ def _official(ckpt: dict, drop=()) -> dict:
     "Copy with float16 weights (floating tensors only), `drop`-prefixed keys removed, and a plain-dict config."
     weight = OrderedDict((k, v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
                          for k, v in ckpt["weight"].items() if not (drop and k.startswith(tuple(drop))))
-    config = _plain(ckpt.get("config", {}))
+    config = plain(ckpt.get("config", {}))
     if not isinstance(config, dict): raise CheckpointError(f"cannot save a config of type {type(config).__name__}: it must be a dict with 'model', 'data', ... sections.")
     _check_plain(config)
     return {**ckpt, "weight": weight, "config": config}
@@ -639,7 +632,7 @@ def checkpoint_info(path) -> CheckpointSummary:
     floats = [v.dtype for v in w.values() if v.is_floating_point()]
     dtype = str(max(set(floats), key=floats.count)).replace("torch.", "") if floats else "none"
     model = _config_section(cfg, "model")
-    summary = {k: _plain(model[k]) for k in (_GPT_SUMMARY if kind == "gpt" else _SOVITS_SUMMARY) if k in model}
+    summary = {k: plain(model[k]) for k in (_GPT_SUMMARY if kind == "gpt" else _SOVITS_SUMMARY) if k in model}
     if kind == "sovits" and "sampling_rate" in _config_section(cfg, "data"): summary["sampling_rate"] = _config_section(cfg, "data")["sampling_rate"]
     return CheckpointSummary(str(f.path), kind, version, f.head.decode("latin1"), dtype, sum(v.numel() for v in w.values()),
                              f.size / 1e6, type(cfg).__name__, summary, str(ckpt.get("info", "")), f.pretrained)
@@ -692,7 +685,7 @@ def hub_cache_dir() -> Path:
 
 def hub_offline() -> bool:
     "True when downloads are switched off (HF_HUB_OFFLINE=1, read from the environment now)."
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    return env_flag("HF_HUB_OFFLINE")
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     "Whether the Hugging Face hub ($HF_ENDPOINT, else huggingface.co) accepts a connection within `timeout` s; False in offline mode."

@@ -11,7 +11,7 @@ LANG_CHOICES = ("en", "zh", "ja", "all_zh", "all_ja", "auto")          # the pip
 CUT_CHOICES = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")          # the pipeline's CUT_METHODS
 
 # %% auto #0
-__all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_SERVE', 'EPILOG_INFO', 'TINY_VERSIONS', 'AUDIO_SUFFIXES',
+__all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_SERVE', 'EPILOG_INFO', 'TINY_VERSIONS', 'OUTPUT_SUFFIXES',
            'build_parser', 'tiny_model_set', 'needs_bert', 'resolve_weights', 'resolve_reference', 'read_text',
            'check_output', 'printable', 'main']
 
@@ -254,7 +254,7 @@ def read_text(text=None, text_opt=None, text_file=None) -> str:
     t = text if text is not None else text_opt
     return sys.stdin.read() if t == "-" else t
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+OUTPUT_SUFFIXES = (".wav", ".flac", ".ogg")
 
 def check_output(out, inputs=(), force: bool = False) -> Path:
     """The output path, checked before synthesis: a known audio suffix, not a folder, not one of the `inputs` (the
@@ -262,8 +262,8 @@ def check_output(out, inputs=(), force: bool = False) -> Path:
     import tempfile
     from gpt_sovits_nb.core import ConfigError
     p = Path(out)
-    if p.suffix.lower() not in AUDIO_SUFFIXES:
-        raise ConfigError(f"--out '{p}': use a name ending in {', '.join(AUDIO_SUFFIXES)} (the format follows the suffix).")
+    if p.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--out '{p}': use a name ending in {', '.join(OUTPUT_SUFFIXES)} (the format follows the suffix).")
     if p.is_dir(): raise ConfigError(f"--out '{p}' is a folder: give a file name, e.g. {p / 'out.wav'}.")
     for i in inputs:
         if i is not None and p.exists() and Path(i).exists() and os.path.samefile(p, i):

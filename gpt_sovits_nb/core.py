@@ -15,7 +15,8 @@ import torch
 __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
            'SOVITS_CONFIGS', 'SAMPLING', 'GSVError', 'AudioError', 'TextError', 'CheckpointError',
            'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version', 'phone_table', 'is_pro',
-           'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything', 'fast_mode']
+           'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything',
+           'env_flag', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -68,6 +69,13 @@ def phone_table(version: str | None) -> str:
 def is_pro(version: str | None) -> bool:
     "Whether `version` is v2Pro or v2ProPlus (its SoVITS needs the speaker-verification model)."
     return version in PRO_VERSIONS
+
+def plain(obj):
+    """Mappings (HParams included), lists and tuples as plain dicts and lists with string keys: a checkpoint's config.
+    Anything else is kept as it is (a dataclass too: pass `asdict(cfg)` to store one), for the saver to refuse."""
+    if isinstance(obj, Mapping): return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [plain(v) for v in obj]
+    return obj
 
 # %% ../nbs/00_core.ipynb #00217bff
 @dataclass
@@ -222,6 +230,10 @@ def seed_everything(seed: int) -> int:
     return seed
 
 # %% ../nbs/00_core.ipynb #6825e21a
+def env_flag(name: str) -> bool:
+    "Whether the environment variable `name` is set to a yes (1, true, yes, on; any case), read now: the one parser of flags."
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
 def fast_mode() -> bool:
     "True when the environment asks for quick, small demos (`GSV_FAST=1`, as the tests and CI set)."
-    return os.environ.get("GSV_FAST", "0").strip().lower() in ("1", "true", "yes")
+    return env_flag("GSV_FAST")

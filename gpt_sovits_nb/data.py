@@ -572,7 +572,8 @@ def _whisper_engine(model: str, lang: str, device):
         try:
             _whisper_pipes[key] = _asr_pipeline(model, device)
         except OSError as e:
-            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+            from gpt_sovits_nb.checkpoints import hub_offline
+            offline = hub_offline()
             why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub could not be reached"
             raise WeightsNotFoundError(
                 f"The Whisper model {model!r} is not on this machine and {why}, so it cannot be downloaded. "

@@ -384,6 +384,7 @@ def ab_summary(path) -> dict:
 def ab_widget(trials: Sequence[dict], path):
     "Play each trial's two outputs (labelled only A and B), take a vote, save it to `path`, move on; shows the tally at the end."
     import ipywidgets as W
+    from IPython.display import display
     from gpt_sovits_nb.audio import audio_player
     state = {"k": 0}
     title, players, status = W.HTML(), W.Output(), W.HTML()

@@ -19,7 +19,8 @@ from .tokens import KMeansTokenizer, MFCCEncoder
 from .gpt import Text2SemanticGPT
 from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder, VOCODER_SR
 from .sovits import length_mask
-from .train import (Trainer, BatchStream, WarmupCosine, gpt_loss, collate_gpt, grad_norm, plain_state_dict, _plain)
+from .train import (Trainer, BatchStream, WarmupCosine, gpt_loss, collate_gpt, grad_norm, plain_state_dict)
+from .core import plain
 
 # %% auto #0
 __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERBS', 'INTRANSITIVE', 'TIMES', 'WORDS', 'TEMPLATES',
@@ -421,10 +422,10 @@ class MelSoVITSTrainer(Trainer):
 
     def _state(self) -> dict:
         return {"model": plain_state_dict(self.model), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "stream": self.stream.state_dict(), "model_config": _plain(self.model.config)}
+                "stream": self.stream.state_dict(), "model_config": plain(asdict(self.model.config))}
 
     def _load_state(self, d):
-        if d.get("model_config") != _plain(self.model.config):
+        if d.get("model_config") != plain(asdict(self.model.config)):
             raise ConfigError("This checkpoint was made for another nano SoVITS (size or tokenizer): use the same model, or a new run_dir.")
         self.model.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
         self.stream.load_state_dict(d["stream"])
@@ -491,10 +492,10 @@ class NanoGPTTrainer(Trainer):
 
     def _state(self) -> dict:
         return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "stream": self.stream.state_dict(), "model_config": _plain(self.gpt.config)}
+                "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
 
     def _load_state(self, d):
-        if d.get("model_config") != _plain(self.gpt.config):
+        if d.get("model_config") != plain(asdict(self.gpt.config)):
             raise ConfigError("This checkpoint was made for another nano GPT (size or vocabulary): use the same model, or a new run_dir.")
         self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
         self.stream.load_state_dict(d["stream"])

@@ -18,12 +18,11 @@ from .audio import (load_audio, read_audio, audio_header, check_audio, resample,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
-__all__ = ['TINY_ZH_CHARS', 'REF_MIN_S', 'REF_MAX_S', 'REF_HARD_MIN_S', 'READ_S', 'SPLITS', 'CUT_METHODS', 'LANGS',
-           'REF_CHARS_PER_S', 'STREAM_MODES', 'ModelPaths', 'model_paths', 'released_available', 'pick_version',
-           'make_tiny_models', 'Reference', 'fit_reference_length', 'clipping_ratio', 'cut_text', 'merge_short',
-           'collapse_punctuation', 'split_sentences', 'language_segments', 'TextFeatures', 'text_features',
-           'check_reference_text', 'Speech', 'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut',
-           'crossfade', 'stream_chunks']
+__all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'CUT_METHODS', 'LANGS', 'REF_CHARS_PER_S', 'STREAM_MODES',
+           'ModelPaths', 'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference',
+           'fit_reference_length', 'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks',
+           'split_sentences', 'language_segments', 'TextFeatures', 'text_features', 'check_reference_text', 'Speech',
+           'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -115,7 +114,8 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
     return paths
 
 # %% ../nbs/09_pipeline.ipynb #c99f0275
-REF_MIN_S, REF_MAX_S, REF_HARD_MIN_S = 3.0, 10.0, 1.0
+from .tokens import REF_MIN_S, REF_MAX_S    # 3-10 s: what GPT-SoVITS takes (chapter 05)
+REF_HARD_MIN_S = 1.0
 READ_S = REF_MAX_S + 2.0        # seconds read from a reference file: enough to find a cut before 10 s
 
 @dataclass
@@ -156,12 +156,12 @@ def fit_reference_length(wav: torch.Tensor, sr: int, name: str = "The reference 
                                                              "silence to reach 3 s. A longer clip (3-10 s) clones better."]
     return wav, []
 
-def clipping_ratio(wav: torch.Tensor, level: float = 0.999) -> float:
+def full_scale_ratio(wav: torch.Tensor, level: float = 0.999) -> float:
     "Fraction of samples at (or within 0.1 % of) full scale."
     return float((wav.abs() >= level).float().mean())
 
 # %% ../nbs/09_pipeline.ipynb #b98b733a
-SPLITS = set("，。？！,.?!~:：—…")
+CLAUSE_ENDS = set("，。？！,.?!~:：—…")
 "Characters that end a clause (the reference's `splits`)."
 CUT_METHODS = {"cut0": "no split", "cut1": "every 4 sentences", "cut2": "about 50 characters", "cut3": "at 。",
                "cut4": "at .", "cut5": "at every punctuation mark"}
@@ -169,10 +169,10 @@ CUT_METHODS = {"cut0": "no split", "cut1": "every 4 sentences", "cut2": "about 5
 def _clauses(text: str) -> list[str]:
     "Split after every clause-ending character (…… and —— count as 。 and ，)."
     text = text.replace("……", "。").replace("——", "，")
-    if text and text[-1] not in SPLITS: text += "。"
+    if text and text[-1] not in CLAUSE_ENDS: text += "。"
     out, start = [], 0
     for i, ch in enumerate(text):
-        if ch in SPLITS: out.append(text[start:i + 1]); start = i + 1
+        if ch in CLAUSE_ENDS: out.append(text[start:i + 1]); start = i + 1
     return out
 
 def _wrap(text: str, width: int = 510) -> str:
@@ -225,30 +225,30 @@ def merge_short(pieces: list[str], threshold: int = 5) -> list[str]:
         else: out.append(cur)
     return out
 
-def collapse_punctuation(text: str) -> str:
+def collapse_repeated_marks(text: str) -> str:
     "Keep the first of a run of the marks ! ? … , . - ('!!!' -> '!')."
     return re.sub(r"([!?…,.\-])[!?…,.\-]+", r"\1", text)
 
 def split_sentences(text: str, lang: str = "en", method: str = "cut5") -> list[str]:
     "The target text as the pieces the GPT speaks one at a time (the reference's pre-segmentation)."
-    text = collapse_punctuation(text).strip("\n")
+    text = collapse_repeated_marks(text).strip("\n")
     if not text.strip(): raise TextError("The text to speak is empty. Type what the voice should say.")
     stop = "." if lang == "en" else "。"
-    first = re.split("[" + re.escape("".join(SPLITS)) + "]", text)[0].strip()
-    if text[0] not in SPLITS and len(first) < 4: text = stop + text
+    first = re.split("[" + re.escape("".join(CLAUSE_ENDS)) + "]", text)[0].strip()
+    if text[0] not in CLAUSE_ENDS and len(first) < 4: text = stop + text
     pieces = [p for p in cut_text(text, method) if p not in (None, "", " ")]
     pieces = merge_short(pieces, 5)
     out = []
     for p in pieces:
         if not p.strip() or not re.sub(r"\W+", "", p): continue          # empty, or only symbols
-        if p[-1] not in SPLITS: p += stop
-        out.extend([p] if len(p) <= 510 else [q if q[-1] in SPLITS else q + stop for q in _long_split(p)])
+        if p[-1] not in CLAUSE_ENDS: p += stop
+        out.extend([p] if len(p) <= 510 else [q if q[-1] in CLAUSE_ENDS else q + stop for q in _long_split(p)])
     if not out: raise TextError(f"Nothing speakable in {text[:60]!r}: it holds only punctuation or symbols.")
     return out
 
 def _long_split(text: str, width: int = 510) -> list[str]:
     "Cut a piece longer than `width` characters after punctuation where it can, else between words (a longer word in chunks)."
-    clauses = [c for c in re.split("(?<=[" + re.escape("".join(SPLITS)) + "])", text) if c]
+    clauses = [c for c in re.split("(?<=[" + re.escape("".join(CLAUSE_ENDS)) + "])", text) if c]
     words = [w for c in clauses for w in ([c] if len(c) <= width else re.findall(r"\S+\s*", c))]
     words = [w[k:k + width] for w in words for k in range(0, len(w), width)]
     out, cur = [], ""
@@ -400,7 +400,7 @@ class VoiceCloner:
         if notes:                                                        # keep the 32 kHz copy in step: the same span
             n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
             wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)
-        cr = clipping_ratio(wav32)
+        cr = full_scale_ratio(wav32)
         if cr > 0.001: notes.append(f"{name} is clipped ({100 * cr:.1f} % of samples at full scale): the clone will copy the "
                                     "distortion. Record with a lower input level if you can.")
         peak = float(wav32.abs().max())
@@ -416,7 +416,7 @@ class VoiceCloner:
                 codes = self.sovits.extract_latent(self.ssl.features(ssl_in.to(self.device)).to(self.sovits.dtype))
             prompt = codes[0, :1].long()                                 # [1, P]
             text = str(text).strip("\n")
-            if text[-1] not in SPLITS: text += "." if lang == "en" else "。"
+            if text[-1] not in CLAUSE_ENDS: text += "." if lang == "en" else "。"
             tf = text_features(text, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
             phones, bert = tf.phones, tf.bert
         return Reference(prompt, spec, sv_emb, phones, bert, text, lang, str(clip) if isinstance(clip, (str, Path)) else "<array>",

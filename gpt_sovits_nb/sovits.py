@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table
+from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain
 
 # %% auto #0
 __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
@@ -514,12 +514,6 @@ class _InputChecks:
         return out
 
 # %% ../nbs/07_sovits.ipynb #2b2ecee0
-def _plain(obj):
-    "Nested mappings (HParams included) -> plain dicts; lists walked; other values kept."
-    if isinstance(obj, Mapping): return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [_plain(v) for v in obj]
-    return obj
-
 _DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")
 _MODEL_KEYS = ("inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "kernel_size", "p_dropout",
                "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel",
@@ -528,9 +522,9 @@ _MODEL_KEYS = ("inter_channels", "hidden_channels", "filter_channels", "n_heads"
 
 def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
     "An official-style s2 config (`data`, `model`, `train`, `version`) for `cfg`, updating a plain copy of `base`."
-    d = copy.deepcopy(_plain(base)) if base else {}
+    d = copy.deepcopy(plain(base)) if base else {}
     d["data"] = {**d.get("data", {}), **{k: getattr(cfg, k) for k in _DATA_KEYS}}
-    d["model"] = {**d.get("model", {}), **{k: _plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
+    d["model"] = {**d.get("model", {}), **{k: plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
     for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
         if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
     if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
@@ -705,7 +699,7 @@ class SoVITS(_InputChecks, nn.Module):
         if want is None: cls._check_fit(weight, {k: v.shape for k, v in model.state_dict().items()}, version, posterior)
         weight = {k: (v.float() if v.is_floating_point() else v) for k, v in weight.items()}
         model.load_state_dict(weight, strict=False)
-        model.info, model.source_config = ckpt.get("info"), _plain(config)
+        model.info, model.source_config = ckpt.get("info"), plain(config)
         return model.to(device).eval()
 
     @staticmethod

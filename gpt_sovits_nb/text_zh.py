@@ -14,7 +14,7 @@ from .text import PUNCTUATION
 # %% auto #0
 __all__ = ['DIGITS', 'UNITS_ZH', 'MEASURE_WORDS', 'PINYIN_TABLE', 'NEUTRAL_TONE_WORDS', 'NOT_NEUTRAL_WORDS', 'MUST_ERHUA',
            'NOT_ERHUA', 'traditional_table', 'to_simplified', 'to_halfwidth', 'split_clauses', 'read_digits',
-           'read_integer', 'verbalize_number', 'normalize_clause', 'map_punctuation_zh', 'collapse_punctuation',
+           'read_integer', 'verbalize_number', 'normalize_clause', 'map_punctuation_zh', 'collapse_zh_marks',
            'normalize_zh', 'syllable_to_phones', 'cut_words', 'finals_with_tone', 'initials_of', 'merge_for_sandhi',
            'split_word', 'apply_sandhi', 'merge_erhua', 'g2p_zh', 'zh_alignment']
 
@@ -256,13 +256,13 @@ def map_punctuation_zh(text: str) -> str:
     text = text.replace("嗯", "恩").replace("呣", "母")
     return _NOT_SPOKEN.sub("", _MARK_RE.sub(lambda m: _MARKS_ZH[m[0]], text))
 
-def collapse_punctuation(text: str) -> str:
+def collapse_zh_marks(text: str) -> str:
     "Keep only the first mark of each run of punctuation marks."
     return _MARK_RUN.sub(r"\1", text)
 
 def normalize_zh(text: str) -> str:
     "Chinese text -> `norm_text`: numbers and symbols written out, simplified characters, six punctuation marks."
-    return collapse_punctuation("".join(map_punctuation_zh(normalize_clause(c)) for c in split_clauses(text)))
+    return collapse_zh_marks("".join(map_punctuation_zh(normalize_clause(c)) for c in split_clauses(text)))
 
 # %% ../nbs/02a_text_zh.ipynb #d7c6adb3
 _SYLLABLES = """\

@@ -17,27 +17,27 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro,
+from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro, plain,
                                 seed_everything)
 from .audio import spec_to_mel, mel_spectrogram, figure_png
 from .data import load_feature, file_hash
-from .sovits import WeightNorm, WNConv1d
+from .sovits import LRELU_SLOPE, WeightNorm, WNConv1d
 
 # %% auto #0
-__all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS', 'LRELU_SLOPE', 'PERIOD_CHANNELS',
-           'SCALE_CHANNELS', 'SCALE_GROUPS', 'TINY_DISCRIMINATOR', 'PRETRAINED_DISCRIMINATORS', 'LOW_LR_MODULES',
-           'CKPT_FORMAT', 'MANIFEST', 'LOSS_PANELS', 'tiny_sovits_config', 'tiny_gpt_config', 'TrainClip',
-           'training_clips', 'sovits_filter', 'gpt_filter', 'repeat_small', 'sovits_example', 'gpt_example',
-           'collate_sovits', 'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv2d',
-           'DiscriminatorP', 'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator',
-           'pretrained_discriminator', 'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss',
-           'kl_loss', 'slice_segments', 'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer',
-           'sovits_param_groups', 'grad_norm', 'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state',
-           'plain_state_dict', 'checkpoint_path', 'list_checkpoints', 'read_manifest', 'save_training_checkpoint',
-           'load_training_checkpoint', 'latest_checkpoint', 'run_folder_lock', 'Trainer', 'SoVITSTrainer',
-           'plot_history', 'LiveView', 'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss', 'ScaledAdam',
-           'warmup_cosine_lr', 'WarmupCosine', 'GPTTrainer', 'vocode', 'sovits_train_section', 'export_sovits',
-           'weights_folder', 'gpt_train_sections', 'export_gpt', 'synthetic_feature_set']
+__all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS', 'PERIOD_CHANNELS', 'SCALE_CHANNELS',
+           'SCALE_GROUPS', 'TINY_DISCRIMINATOR', 'PRETRAINED_DISCRIMINATORS', 'LOW_LR_MODULES', 'CKPT_FORMAT',
+           'MANIFEST', 'LOSS_PANELS', 'tiny_sovits_config', 'tiny_gpt_config', 'TrainClip', 'training_clips',
+           'sovits_filter', 'gpt_filter', 'repeat_small', 'sovits_example', 'gpt_example', 'collate_sovits',
+           'collate_gpt', 'bucket_batches', 'length_sorted_batches', 'BatchStream', 'WNConv2d', 'DiscriminatorP',
+           'DiscriminatorS', 'discriminator_periods', 'MultiPeriodDiscriminator', 'pretrained_discriminator',
+           'load_discriminator', 'discriminator_loss', 'generator_loss', 'feature_loss', 'kl_loss', 'slice_segments',
+           'sovits_losses', 'load_sovits_for_training', 'freeze_quantizer', 'sovits_param_groups', 'grad_norm',
+           'SoVITSTrainConfig', 'GPTTrainConfig', 'rng_state', 'set_rng_state', 'plain_state_dict', 'checkpoint_path',
+           'list_checkpoints', 'read_manifest', 'save_training_checkpoint', 'load_training_checkpoint',
+           'latest_checkpoint', 'run_folder_lock', 'Trainer', 'SoVITSTrainer', 'plot_history', 'LiveView',
+           'gpt_teacher_forcing', 'batch_prefix_mask', 'gpt_loss', 'ScaledAdam', 'warmup_cosine_lr', 'WarmupCosine',
+           'GPTTrainer', 'vocode', 'sovits_train_section', 'export_sovits', 'weights_folder', 'gpt_train_sections',
+           'export_gpt', 'synthetic_feature_set']
 
 # %% ../nbs/11_train.ipynb #16f45e79
 def tiny_sovits_config(version: str = "v2", ssl_dim: int = 768) -> SoVITSConfig:
@@ -239,8 +239,6 @@ class BatchStream:
     def load_state_dict(self, d: Mapping): self.epoch, self.index = int(d["epoch"]), int(d["index"])
 
 # %% ../nbs/11_train.ipynb #1e86ce1e
-LRELU_SLOPE = 0.1
-
 class WNConv2d(WeightNorm, nn.Conv2d):
     "Conv2d with weight normalisation (state dict: `weight_g`, `weight_v`, `bias`): the 2-D sibling of chapter 07's `WNConv1d`."
     def __init__(self, *a, **kw): super().__init__(*a, **kw); self._split_weight()
@@ -475,13 +473,6 @@ class GPTTrainConfig:
     save_every: int = 100
     keep_last: int = 2
 
-def _plain(obj):
-    "Dataclasses, mappings and tuples as plain dicts and lists (what a checkpoint's config may hold)."
-    if hasattr(obj, "__dataclass_fields__"): obj = asdict(obj)
-    if isinstance(obj, Mapping): return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [_plain(v) for v in obj]
-    return obj
-
 # %% ../nbs/11_train.ipynb #22722b3a
 CKPT_FORMAT = "gpt_sovits_nb.train/1"
 
@@ -639,7 +630,7 @@ class Trainer:
     def state_dict(self) -> dict:
         "Everything a resumed run needs, as tensors and plain containers."
         return {"step": self.step, "seconds": self.seconds, "history": self.history, "rng": rng_state(),
-                "train_config": _plain(self.config), **self._state()}
+                "train_config": plain(asdict(self.config)), **self._state()}
 
     def load_state_dict(self, d: Mapping):
         self._load_state(d)
@@ -767,10 +758,10 @@ class SoVITSTrainer(Trainer):
         return {"model": plain_state_dict(self.model), "disc": plain_state_dict(self.disc), "optim_g": self.optim_g.state_dict(),
                 "optim_d": self.optim_d.state_dict(), "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
                 "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "version": self.model.version,
-                "model_config": _plain(self.model.config)}
+                "model_config": plain(asdict(self.model.config))}
 
     def _load_state(self, d: Mapping):
-        if d.get("model_config") != _plain(self.model.config):
+        if d.get("model_config") != plain(asdict(self.model.config)):
             raise ConfigError("This checkpoint was made for another SoVITS (version or size): build the trainer from the same "
                               "model, or use a new run_dir.")
         self.model.load_state_dict(d["model"]); self.disc.load_state_dict(d["disc"])
@@ -1004,10 +995,10 @@ class GPTTrainer(Trainer):
 
     def _state(self) -> dict:
         return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "model_config": _plain(self.gpt.config)}
+                "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
 
     def _load_state(self, d: Mapping):
-        if d.get("model_config") != _plain(self.gpt.config):
+        if d.get("model_config") != plain(asdict(self.gpt.config)):
             raise ConfigError("This checkpoint was made for another GPT (size or phone table): build the trainer from the same model, or use a new run_dir.")
         self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
         if d.get("scaler"): self.scaler.load_state_dict(d["scaler"])

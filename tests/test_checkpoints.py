@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt_sovits_nb.core import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, GSVError
+from gpt_sovits_nb.core import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, GSVError, plain
 from gpt_sovits_nb import checkpoints as C
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "models"
@@ -72,7 +72,7 @@ def test_golden_files_read(golden, rel):
 def test_golden_same_as_torch_load(golden, rel):
     mine, _ = C.read_checkpoint(golden[rel])
     ref = _torch_load_trusted(golden[rel])
-    assert mine["info"] == ref["info"] and C._plain(mine["config"]) == C._plain(ref["config"])
+    assert mine["info"] == ref["info"] and plain(mine["config"]) == plain(ref["config"])
     assert list(mine["weight"]) == list(ref["weight"])
     for k, v in ref["weight"].items():
         assert mine["weight"][k].dtype == v.dtype and mine["weight"][k].shape == v.shape and torch.equal(mine["weight"][k], v), k
@@ -227,7 +227,7 @@ def test_version_from_weights(golden, tmp_path):
     # untagged Pro files (like the released s2Gv2Pro.pth) are recognised from weights + config
     p = tmp_path / "untagged.pth"; p.write_bytes(b"PK" + golden["sovits/sovA_v2ProPlus_half_hparams.pth"].read_bytes()[2:])
     assert C.sniff_file(p).header_version is None and C.detect_version(p) == "v2ProPlus"
-    cfg = C._plain(ckpt["config"]); cfg["model"].pop("version", None); cfg.pop("version", None)
+    cfg = plain(ckpt["config"]); cfg["model"].pop("version", None); cfg.pop("version", None)
     assert C.sovits_version({**ckpt, "config": cfg}) == "v2Pro"        # no version, HiFi-GAN not 768 wide
     cfg["model"]["upsample_initial_channel"] = 768
     assert C.sovits_version({**ckpt, "config": cfg}) == "v2ProPlus"    # the reference's inspect_version rule
@@ -264,7 +264,7 @@ def test_save_sovits_round_trip(golden, tmp_path, rel):
         assert back["weight"][k].dtype == want.dtype and torch.equal(back["weight"][k], want), k
     # what the official loader does (load_sovits_new): patch PK back in and torch.load; weights_only works since config is a dict
     official = torch.load(io.BytesIO(b"PK" + out.read_bytes()[2:]), map_location="cpu", weights_only=True)
-    assert set(official) == {"weight", "config", "info"} and official["config"] == C._plain(ckpt["config"])
+    assert set(official) == {"weight", "config", "info"} and official["config"] == plain(ckpt["config"])
     assert not list(tmp_path.glob(".*.tmp"))
 
 
