@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--streaming-mode", type=int, default=0, choices=(0, 1, 2, 3))
     ap.add_argument("--text", default="Please put the red cup on the kitchen table.")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--bursts", type=int, default=1, help="repeat the burst (memory after each shows whether it is stable)")
     args = ap.parse_args()
     import torch, httpx
     if args.threads: torch.set_num_threads(args.threads)
@@ -60,11 +61,12 @@ def main():
 
     one(0)                                                   # warm-up: the reference is prepared and cached
     base = [one(s) for s in (1, 2)]
-    mem0 = rss_mb()
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(args.clients) as pool: results = list(pool.map(one, range(100, 100 + args.requests)))
-    wall = time.perf_counter() - t0
-    mem1 = rss_mb()
+    mems = [rss_mb()]
+    for b in range(args.bursts):
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool: results = list(pool.map(one, range(100, 100 + args.requests)))
+        wall = time.perf_counter() - t0
+        mems.append(rss_mb())
     server.stop()
     ok = [r for r in results if r[0] == 200]
     lat = sorted(r[2] for r in ok); ttfb = sorted(r[1] for r in ok); audio = sum(r[3] for r in ok)
@@ -73,11 +75,11 @@ def main():
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"alone:       latency {statistics.mean(b[2] for b in base):.2f} s, first byte {statistics.mean(b[1] for b in base):.2f} s, "
           f"{statistics.mean(b[3] for b in base):.2f} s of audio")
-    print(f"{args.clients} clients, {args.requests} requests: {len(ok)} ok, {len(results) - len(ok)} failed, {wall:.1f} s wall")
+    print(f"{args.clients} clients, {args.requests} requests (the last of {args.bursts} bursts): {len(ok)} ok, {len(results) - len(ok)} failed, {wall:.1f} s wall")
     print(f"  latency     median {statistics.median(lat):.2f} s, p95 {pct(lat, 0.95):.2f} s, max {lat[-1]:.2f} s")
     print(f"  first byte  median {statistics.median(ttfb):.2f} s, p95 {pct(ttfb, 0.95):.2f} s")
     print(f"  throughput  {len(ok) / wall:.2f} requests/s, {audio / wall:.2f} s of audio per s (real-time factor {wall / audio:.2f})")
-    print(f"  memory      {mem0:.0f} MB before the burst, {mem1:.0f} MB after")
+    print(f"  memory      {mems[0]:.0f} MB before, then after each burst: {', '.join(f'{m:.0f}' for m in mems[1:])} MB")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ __all__ = ['MEDIA_TYPES', 'STREAMING_MODES', 'TTSRequest', 'RequestError', 'pars
 # %% ../nbs/15_serve.ipynb #3bf4ad6d
 import asyncio, hmac, io, ipaddress, os, shutil, socket, subprocess, threading, time, wave
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -222,6 +223,7 @@ class TTSService:
         self._swap = threading.Lock()                     # weights switching and the reference cache
         self._busy, self._busy_lock = 0, threading.Lock()
         self.default_ref: tuple | None = None             # (path, prompt_text, prompt_lang) from /set_refer_audio
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="gsv-model")   # the one thread that runs the models
 
     @property
     def sample_rate(self) -> int: return self.cloner.sovits.config.sampling_rate
@@ -270,8 +272,8 @@ def _reference(self, real: Path, text: str | None, lang: str):
 TTSService._check_ref_file, TTSService._reference = _check_ref_file, _reference
 
 # %% ../nbs/15_serve.ipynb #35120a8e
-def _speak(self, req: TTSRequest) -> tuple[int, Iterator[torch.Tensor]]:
-    "Check `req` against files and limits, then (sample rate, generator of float [1, S] chunks); the work runs as it is consumed."
+def _check_request(self, req: TTSRequest) -> tuple:
+    "The cheap checks of `req` against files and limits (no model): (reference path, its text, its language, aux paths)."
     if not req.ref_audio_path:
         if self.default_ref is None: raise RequestError("ref_audio_path is required")
         ref_path, prompt_text, prompt_lang = self.default_ref
@@ -279,8 +281,12 @@ def _speak(self, req: TTSRequest) -> tuple[int, Iterator[torch.Tensor]]:
         ref_path, prompt_text, prompt_lang = req.ref_audio_path, req.prompt_text, req.prompt_lang
     if req.media_type == "aac" and not ffmpeg_available():
         raise RequestError("media_type aac needs ffmpeg on the server (apt install ffmpeg); ask for wav, ogg or raw instead.")
-    real = self._check_ref_file(ref_path)
     aux = [self._check_ref_file(a, "aux_ref_audio_paths") for a in (req.aux_ref_audio_paths or [])]
+    return self._check_ref_file(ref_path), prompt_text, prompt_lang, aux
+
+def _speak(self, req: TTSRequest) -> tuple[int, Iterator[torch.Tensor]]:
+    "Check `req` against files and limits, then (sample rate, generator of float [1, S] chunks); the work runs as it is consumed."
+    real, prompt_text, prompt_lang, aux = self.check_request(req)
     kw = dict(top_k=req.top_k, top_p=req.top_p, temperature=req.temperature, repetition_penalty=req.repetition_penalty,
               speed=req.speed_factor, seed=None if req.seed == -1 else req.seed, cut=req.text_split_method,
               pause=req.fragment_interval, max_new_tokens=self.limits.max_new_tokens)
@@ -297,7 +303,7 @@ def _speak(self, req: TTSRequest) -> tuple[int, Iterator[torch.Tensor]]:
                            overlap_tokens=req.overlap_length, **kw)
     return cloner.sovits.config.sampling_rate, chunks
 
-TTSService.speak = _speak
+TTSService.check_request, TTSService.speak = _check_request, _speak
 
 # %% ../nbs/15_serve.ipynb #c80cb15a
 def _set_gpt_weights(self, path: str) -> str:
@@ -379,8 +385,9 @@ async def _tts_response(service: TTSService, raw: Mapping):
     ticket = service.ticket(); ticket.__enter__()
     loop, queue, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
     try:
-        sr, chunks = await asyncio.to_thread(service.speak, req)
-        threading.Thread(target=_pump, args=(chunks, loop, queue, stop), daemon=True).start()
+        await asyncio.to_thread(service.check_request, req)          # a bad path is answered now, not after the queue
+        sr, chunks = await loop.run_in_executor(service.worker, service.speak, req)
+        service.worker.submit(_pump, chunks, loop, queue, stop)
         first = await queue.get()
         if isinstance(first, BaseException): raise first
     except BaseException:
@@ -441,7 +448,7 @@ def create_app(service: TTSService, token: str | None = None):
         async def handler(request: Request):
             path = request.query_params.get("weights_path")
             if not path: return _json(400, f"{kind} weight path is required")
-            try: await asyncio.to_thread(fn, path)
+            try: await asyncio.get_running_loop().run_in_executor(service.worker, fn, path)
             except Exception as e:
                 return _failure(e if isinstance(e, RequestError) else RequestError(f"change {kind} weight failed: {' '.join(str(e).split())}"))
             return JSONResponse({"message": "success"})
@@ -453,7 +460,8 @@ def create_app(service: TTSService, token: str | None = None):
     async def set_refer_audio(request: Request):
         q = request.query_params
         if not q.get("refer_audio_path"): return _json(400, "refer_audio_path is required")
-        try: await asyncio.to_thread(service.set_refer_audio, q["refer_audio_path"], q.get("prompt_text", ""), q.get("prompt_lang", "en"))
+        try: await asyncio.get_running_loop().run_in_executor(service.worker, service.set_refer_audio, q["refer_audio_path"],
+                                                              q.get("prompt_text", ""), q.get("prompt_lang", "en"))
         except Exception as e:
             return _failure(e if isinstance(e, RequestError) else RequestError(f"set refer audio failed: {' '.join(str(e).split())}"))
         return JSONResponse({"message": "success"})
@@ -469,7 +477,8 @@ def create_app(service: TTSService, token: str | None = None):
         if not is_loopback(request.client.host if request.client else None):
             return _json(403, f"/control {command} is only accepted from this machine (a loopback address).")
         if command == "restart":
-            await asyncio.to_thread(service.restart); return JSONResponse({"message": "restarted"})
+            await asyncio.get_running_loop().run_in_executor(service.worker, service.restart)
+            return JSONResponse({"message": "restarted"})
         if app.state.server is not None: app.state.server.should_exit = True
         return JSONResponse({"message": "exiting"})
     return app
