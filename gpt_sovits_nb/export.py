@@ -266,10 +266,8 @@ class SoVITSDecoder(nn.Module):
         s, cfg = self.sovits, self.sovits.config
         spec_mask = torch.ones_like(refer_spec[:, :1])                                   # [1, 1, F]
         ge = s.ref_enc(refer_spec[:, : cfg.style_bins] * spec_mask, spec_mask)           # [1, gin, 1]
-        if cfg.is_pro:
-            ge = s.prelu(ge + s.sv_emb(sv_emb).unsqueeze(-1))
-            ge_text = s.ge_to512(ge.transpose(1, 2)).transpose(1, 2)                     # [1, 512, 1]
-        else: ge_text = ge
+        ge = s.mix_speaker(ge, sv_emb)                                                   # chapter 07's Pro conditioning
+        ge_text = s.mrte_ge(ge)                                                          # [1, 512, 1] (Pro) or ge
         q = s.quantizer.decode(codes)                                                    # [1, 768, T]
         x = torch.stack([q, q], -1).reshape(q.shape[0], q.shape[1], 2 * q.shape[2])      # each vector twice: [1, 768, 2T]
         enc = s.enc_p                                                                    # TextEncoder.forward, masks all ones

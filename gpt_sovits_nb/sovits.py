@@ -594,14 +594,17 @@ class SoVITS(_InputChecks, nn.Module):
         refs = list(refer_spec) if isinstance(refer_spec, (list, tuple)) else [refer_spec]
         if not refs: raise ConfigError("refer_spec is an empty list: pass at least one reference spectrogram.")
         svs = self._sv(sv_emb, len(refs)) if self.config.is_pro else [None] * len(refs)
-        ges = []
-        for spec, sv in zip(refs, svs):
-            ge = self.style_embedding(spec)
-            if sv is not None: ge = self.prelu(ge + self.sv_emb(sv).unsqueeze(-1))
-            ges.append(ge)
+        ges = [self.mix_speaker(self.style_embedding(spec), sv) for spec, sv in zip(refs, svs)]
         ge = torch.stack(ges).mean(0) if isinstance(refer_spec, (list, tuple)) else ges[0]
-        ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
-        return ge, ge_text
+        return ge, self.mrte_ge(ge)
+
+    def mix_speaker(self, ge: torch.Tensor, sv: torch.Tensor | None) -> torch.Tensor:
+        "v2Pro/v2ProPlus: the style vector ge [B, gin, 1] mixed with the speaker-verification embedding sv [B, 20480]: PReLU(ge + Linear(sv)); other versions: ge."
+        return self.prelu(ge + self.sv_emb(sv).unsqueeze(-1)) if self.config.is_pro else ge
+
+    def mrte_ge(self, ge: torch.Tensor) -> torch.Tensor:
+        "The ge the MRTE reads: v2Pro/v2ProPlus widen it to 512 (ge_to512); other versions use ge itself."
+        return self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
 
     def reference_spec(self, wav32: torch.Tensor) -> torch.Tensor:
         "What this model reads a voice from, given the reference clip at 32 kHz [1, S]: its linear spectrogram [1, 1025, F]."
@@ -662,10 +665,9 @@ class SoVITS(_InputChecks, nn.Module):
         cfg = self.config
         mask = length_mask(spec_lengths, spec.shape[-1], spec.dtype)
         ge = self.ref_enc(spec[:, : cfg.style_bins] * mask, mask)
-        if cfg.is_pro:
-            if sv_emb is None: raise ConfigError(f"{self.version} training needs sv_emb [B, {cfg.sv_dim}] for every clip.")
-            ge = self.prelu(ge + self.sv_emb(sv_emb).unsqueeze(-1))
-        ge_text = self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if cfg.is_pro else ge
+        if cfg.is_pro and sv_emb is None: raise ConfigError(f"{self.version} training needs sv_emb [B, {cfg.sv_dim}] for every clip.")
+        ge = self.mix_speaker(ge, sv_emb)
+        ge_text = self.mrte_ge(ge)
         self.ssl_proj.eval(); self.quantizer.eval()                       # the tokenizer stays frozen
         quantized, codes = self.quantize(ssl)
         x = F.interpolate(quantized, size=2 * quantized.shape[-1], mode="nearest")
