@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse, json, os, sys, time, warnings
 from pathlib import Path
 
-LANG_CHOICES = ("en", "zh", "ja", "all_zh", "all_ja", "auto")          # the pipeline's LANGS (checked below)
-CUT_CHOICES = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")          # the pipeline's CUT_METHODS
+from .core import LANGS, CUT_METHODS                    # the library's lists, not copies of them
+LANG_CHOICES, CUT_CHOICES = LANGS, tuple(CUT_METHODS)
 
 # %% auto #0
 __all__ = ['LANG_CHOICES', 'CUT_CHOICES', 'EPILOG_SAY', 'EPILOG_SERVE', 'EPILOG_INFO', 'TINY_VERSIONS', 'OUTPUT_SUFFIXES',

@@ -13,10 +13,10 @@ import torch
 
 # %% auto #0
 __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
-           'SOVITS_CONFIGS', 'SAMPLING', 'GSVError', 'AudioError', 'TextError', 'CheckpointError',
-           'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version', 'phone_table', 'is_pro',
-           'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything',
-           'env_flag', 'fast_mode']
+           'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
+           'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version',
+           'phone_table', 'is_pro', 'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype',
+           'seed_everything', 'env_flag', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -200,6 +200,13 @@ class Sampling:
 
 SAMPLING = Sampling()
 "The reference's sampling defaults."
+
+# %% ../nbs/00_core.ipynb #20b4e012
+LANGS = ("en", "zh", "ja", "all_zh", "all_ja", "auto")
+"The language options of a text (and of a reference text)."
+CUT_METHODS = {"cut0": "no split", "cut1": "every 4 sentences", "cut2": "about 50 characters", "cut3": "at 。",
+               "cut4": "at .", "cut5": "at every punctuation mark"}
+"The reference's text cut methods, by name."
 
 # %% ../nbs/00_core.ipynb #c29948cb
 def get_device(device: str | torch.device | None = "auto") -> torch.device:

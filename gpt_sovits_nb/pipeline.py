@@ -18,11 +18,11 @@ from .audio import (load_audio, read_audio, audio_header, check_audio, resample,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
-__all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'CUT_METHODS', 'LANGS', 'REF_CHARS_PER_S', 'STREAM_MODES',
-           'ModelPaths', 'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference',
-           'fit_reference_length', 'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks',
-           'split_sentences', 'language_segments', 'TextFeatures', 'text_features', 'check_reference_text', 'Speech',
-           'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
+__all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'REF_CHARS_PER_S', 'STREAM_MODES', 'ModelPaths',
+           'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
+           'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks', 'split_sentences',
+           'language_segments', 'TextFeatures', 'text_features', 'check_reference_text', 'Speech', 'VoiceCloner',
+           'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -163,8 +163,7 @@ def full_scale_ratio(wav: torch.Tensor, level: float = 0.999) -> float:
 # %% ../nbs/09_pipeline.ipynb #b98b733a
 CLAUSE_ENDS = set("，。？！,.?!~:：—…")
 "Characters that end a clause (the reference's `splits`)."
-CUT_METHODS = {"cut0": "no split", "cut1": "every 4 sentences", "cut2": "about 50 characters", "cut3": "at 。",
-               "cut4": "at .", "cut5": "at every punctuation mark"}
+from .core import CUT_METHODS     # cut0 ... cut5, the reference's names (listed in chapter 00)
 
 def _clauses(text: str) -> list[str]:
     "Split after every clause-ending character (…… and —— count as 。 and ，)."
@@ -259,7 +258,7 @@ def _long_split(text: str, width: int = 510) -> list[str]:
     return [p.strip() for p in out if re.sub(r"\W+", "", p)]
 
 # %% ../nbs/09_pipeline.ipynb #cf743dde
-LANGS = ("en", "zh", "ja", "all_zh", "all_ja", "auto")
+from .core import LANGS           # en, zh, ja, all_zh, all_ja, auto (chapter 00)
 
 def language_segments(text: str, lang: str) -> list[tuple[str, str]]:
     "Split `text` into (segment, language) pairs for language option `lang` (see `gpt_sovits_nb.text.split_by_language`)."
