@@ -402,3 +402,10 @@ def test_gsv_nb_serve_refuses_bad_options(world, tmp_path):
         rc = main(["serve", "--tiny", str(Path(world["tiny"].gpt).parent), "--port", str(busy), "--device", "cpu", "-q"])
         assert rc == 1
     assert main(["serve", "--tiny", str(tmp_path / "t"), "--ref-dir", str(tmp_path / "nope"), "--port", str(port)]) == 1
+
+
+def test_an_oversized_body_is_refused_unread(world):
+    r = httpx.post(world["url"] + "/tts", content=b"{" + b" " * (300 * 1024) + b"}", timeout=TIMEOUT,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "kB" in r.json()["message"]
+    assert get(world, **world["base"]).status_code == 200
