@@ -188,3 +188,29 @@ def test_sovits_errors(sovits_pair, tmp_path):
     bad = tmp_path / E.SOVITS_FILE; bad.write_bytes(osov.path.read_bytes()[:10000])
     with pytest.raises(CheckpointError, match="not a usable ONNX model"): OnnxSoVITS(tmp_path)
     with pytest.raises(ConfigError, match="SoVITS"): export_sovits_onnx(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_released_sizes_give_the_same_greedy_tokens_and_audio(tmp_path):
+    "Full size (the released v2 GPT and v2ProPlus SoVITS configs, random weights): greedy tokens equal, within tolerance."
+    from gpt_sovits_nb.core import GPT_CONFIGS, SOVITS_CONFIGS
+    from gpt_sovits_nb.gpt import Text2SemanticGPT
+    torch.manual_seed(0)
+    gpt = Text2SemanticGPT(GPT_CONFIGS["v2"]).eval()
+    export_gpt_onnx(gpt, tmp_path / "gpt")
+    ogpt = OnnxGPT(tmp_path / "gpt", threads=1)
+    phones, bert, prompt = gpt_inputs(gpt.config, 40, 30)
+    kw = dict(top_k=1, max_new_tokens=30, min_new_tokens=30)
+    steps_t = list(gpt.decode(phones, bert, prompt, **kw))
+    steps_o = list(ogpt.decode(phones, bert, prompt, **kw))
+    assert [s.token.item() for s in steps_t] == [s.token.item() for s in steps_o]
+    assert max((a.logits - b.logits).abs().max().item() for a, b in zip(steps_t, steps_o)) < LOGIT_ATOL
+    del ogpt, gpt
+    sov = randomize_flow(SoVITS(SOVITS_CONFIGS["v2ProPlus"]).eval())
+    osov = OnnxSoVITS(export_sovits_onnx(sov, tmp_path / "sovits"), threads=1)
+    g = torch.Generator().manual_seed(2)
+    codes, text = torch.randint(0, 1024, (1, 1, 20), generator=g), torch.randint(0, 732, (1, 12), generator=g)
+    spec, sv = torch.rand(1, 1025, 60, generator=g), torch.randn(1, 20480, generator=g)
+    with torch.no_grad():
+        want = sov.decode(codes, text, spec, noise_scale=0.5, sv_emb=sv, generator=torch.Generator().manual_seed(5))
+    got = osov.decode(codes, text, spec, noise_scale=0.5, sv_emb=sv, generator=torch.Generator().manual_seed(5))
+    assert want.shape == got.shape == (1, 1, 20 * 1280) and (want - got).abs().max().item() < WAV_ATOL
