@@ -21,8 +21,9 @@ from .audio import (load_audio, read_audio, audio_header, check_audio, resample,
 __all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'REF_CHARS_PER_S', 'STREAM_MODES', 'ModelPaths',
            'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
            'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks', 'split_sentences',
-           'language_segments', 'TextFeatures', 'text_features', 'check_reference_text', 'Speech', 'VoiceCloner',
-           'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade', 'stream_chunks']
+           'language_segments', 'TextFeatures', 'text_features', 'reference_text_features', 'check_reference_text',
+           'Speech', 'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade',
+           'stream_chunks']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -290,6 +291,14 @@ def text_features(text: str, lang: str, version: str = "v2", bert=None, width: i
     if not ids: raise TextError(f"No phones in {text!r}: nothing the voice could say.")
     return TextFeatures(ids, torch.cat(feats, 1), "".join(norms), syms)
 
+def reference_text_features(text: str, lang: str, version: str = "v2", bert=None, width: int = 1024) -> TextFeatures:
+    """`text_features` of a reference text, cut between clauses (or words) into pieces of at most 510 characters first, as the
+    target text is: BERT reads at most 512 tokens at a time, and no piece of the front end sees an unbounded string."""
+    if len(text) <= 510: return text_features(text, lang, version, bert, width)
+    parts = [text_features(p, lang, version, bert, width) for p in _long_split(text)]
+    return TextFeatures(sum((p.phones for p in parts), []), torch.cat([p.bert for p in parts], 1),
+                        "".join(p.norm_text for p in parts), sum((p.symbols for p in parts), []))
+
 # %% ../nbs/09_pipeline.ipynb #41405403
 REF_CHARS_PER_S = 50.0     # twice the fastest speech: a reference text longer than this per second is not the clip's
 
@@ -416,7 +425,7 @@ class VoiceCloner:
             prompt = codes[0, :1].long()                                 # [1, P]
             text = str(text).strip("\n")
             if text[-1] not in CLAUSE_ENDS: text += "." if lang == "en" else "。"
-            tf = text_features(text, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
+            tf = reference_text_features(text, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
             phones, bert = tf.phones, tf.bert
         return Reference(prompt, spec, sv_emb, phones, bert, text, lang, str(clip) if isinstance(clip, (str, Path)) else "<array>",
                          seconds, notes)
