@@ -14,9 +14,9 @@ import torch
 # %% auto #0
 __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
            'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
-           'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'check_version',
-           'phone_table', 'is_pro', 'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype',
-           'seed_everything', 'env_flag', 'fast_mode']
+           'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'error_message',
+           'check_version', 'phone_table', 'is_pro', 'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device',
+           'default_dtype', 'seed_everything', 'env_flag', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -39,6 +39,12 @@ class WeightsNotFoundError(GSVError):
 
 class ConfigError(GSVError, ValueError):
     "An option with a value outside what the models accept."
+
+def error_message(f, ex: type = Exception) -> str:
+    "The message of the `ex` that calling `f()` raises; an AssertionError if it raises none (the chapters show errors with it)."
+    try: f()
+    except ex as e: return str(e)
+    raise AssertionError(f"expected {ex.__name__}, but nothing was raised")
 
 # %% ../nbs/00_core.ipynb #c2bba064
 VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
