@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro, plain, env_flag,
+from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro, plain, env_flag, config_section,
                                 VERSIONS, MODEL_VERSIONS, NANO, get_device)
 
 # %% auto #0
@@ -384,10 +384,6 @@ def gpt_version(ckpt: Mapping, source="checkpoint") -> str:
     raise CheckpointError(f"'{source}': the GPT's phone table has {rows} rows; GPT-SoVITS uses 512 (v1) or 732 (v2). "
                           "It was trained with another symbol set, which this library's text front end cannot feed.")
 
-def _config_section(cfg, name) -> Mapping:
-    s = cfg.get(name) if isinstance(cfg, Mapping) else getattr(cfg, name, None)
-    return s if isinstance(s, Mapping) else {}
-
 def sovits_version(ckpt: Mapping | str | os.PathLike, file: CheckpointFile | None = None) -> str:
     "The SoVITS version ('v1', 'v2', 'v2Pro', 'v2ProPlus', or 'nano') of a loaded s2 dict (plus its CheckpointFile) or of a path."
     if not isinstance(ckpt, Mapping): ckpt, file = read_checkpoint(ckpt)
@@ -403,7 +399,7 @@ def sovits_version(ckpt: Mapping | str | os.PathLike, file: CheckpointFile | Non
         if not pro: raise CheckpointError(f"'{src}' is tagged {tagged} but has no speaker-embedding weights (sv_emb): the file is inconsistent.")
         return tagged
     if pro:
-        model = _config_section(ckpt.get("config", {}), "model")
+        model = config_section(ckpt.get("config", {}), "model")
         if is_pro(model.get("version")): return model["version"]
         return "v2ProPlus" if model.get("upsample_initial_channel") == 768 else "v2Pro"
     return "v2"
@@ -428,7 +424,7 @@ LAYER_KEYS, MAX_LAYERS, MAX_SIZE, MAX_LIST = ("n_layer", "n_layers", "n_layers_q
 def check_config_sizes(ckpt: Mapping, source="checkpoint"):
     """Refuse a config whose model sizes no real model has (more than 256 layers or heads, a size over a million, a list of
     more than 64 stages) before anything is built: such numbers only make loading hang or allocate gigabytes."""
-    model = _config_section(ckpt.get("config", {}), "model")
+    model = config_section(ckpt.get("config", {}), "model")
     for k, v in model.items():
         bad = None
         if isinstance(v, bool) or v is None: continue
@@ -567,7 +563,7 @@ def save_gpt(model_or_ckpt, path, info: str | None = None, webui_check: bool = T
     ckpt["info"] = info or ckpt.get("info") or "GPT-e0"
     path = save_checkpoint({"weight": ckpt["weight"], "config": ckpt["config"], "info": ckpt["info"]}, path)
     from gpt_sovits_nb.core import GPTConfig
-    if webui_check: _warn_webui(GPTConfig.from_dict(_config_section(ckpt["config"], "model")), path)
+    if webui_check: _warn_webui(GPTConfig.from_dict(config_section(ckpt["config"], "model")), path)
     return path
 
 def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | None = None, webui_check: bool = True) -> Path:
@@ -628,12 +624,12 @@ def checkpoint_info(path) -> CheckpointSummary:
     if kind is None: raise CheckpointError(f"'{f.path}' holds weights of neither a GPT nor a SoVITS model.")
     version = gpt_version(ckpt, f.path) if kind == "gpt" else sovits_version(ckpt, f)
     w, cfg = ckpt["weight"], ckpt.get("config", {})
-    if kind == "gpt" and _config_section(cfg, "model").get("version") == NANO: version = NANO   # a v2 phone table, nano sizes
+    if kind == "gpt" and config_section(cfg, "model").get("version") == NANO: version = NANO   # a v2 phone table, nano sizes
     floats = [v.dtype for v in w.values() if v.is_floating_point()]
     dtype = str(max(set(floats), key=floats.count)).replace("torch.", "") if floats else "none"
-    model = _config_section(cfg, "model")
+    model = config_section(cfg, "model")
     summary = {k: plain(model[k]) for k in (_GPT_SUMMARY if kind == "gpt" else _SOVITS_SUMMARY) if k in model}
-    if kind == "sovits" and "sampling_rate" in _config_section(cfg, "data"): summary["sampling_rate"] = _config_section(cfg, "data")["sampling_rate"]
+    if kind == "sovits" and "sampling_rate" in config_section(cfg, "data"): summary["sampling_rate"] = config_section(cfg, "data")["sampling_rate"]
     return CheckpointSummary(str(f.path), kind, version, f.head.decode("latin1"), dtype, sum(v.numel() for v in w.values()),
                              f.size / 1e6, type(cfg).__name__, summary, str(ckpt.get("info", "")), f.pretrained)
 

@@ -15,8 +15,8 @@ import torch
 __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
            'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
            'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'error_message',
-           'check_version', 'phone_table', 'is_pro', 'plain', 'GPTConfig', 'SoVITSConfig', 'Sampling', 'get_device',
-           'default_dtype', 'seed_everything', 'env_flag', 'fast_mode']
+           'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig', 'SoVITSConfig', 'Sampling',
+           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -82,6 +82,12 @@ def plain(obj):
     if isinstance(obj, Mapping): return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)): return [plain(v) for v in obj]
     return obj
+
+def config_section(cfg, name: str) -> dict:
+    "Section `name` ('model', 'data', 'train') of a checkpoint's config (a dict, HParams or an attribute object) as a dict; {} if absent."
+    s = cfg.get(name) if isinstance(cfg, Mapping) else getattr(cfg, name, None)
+    if hasattr(s, "items"): return dict(s.items())
+    return dict(vars(s)) if hasattr(s, "__dict__") and not isinstance(s, type) else {}
 
 # %% ../nbs/00_core.ipynb #00217bff
 @dataclass
@@ -170,10 +176,7 @@ class SoVITSConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], version: str | None = None) -> "SoVITSConfig":
         "Build from an s2 config (a dict, or anything with `model`/`data` sections such as HParams)."
-        def sect(name):
-            s = cfg.get(name, {}) if isinstance(cfg, Mapping) else getattr(cfg, name, {})
-            return dict(s.items()) if hasattr(s, "items") else dict(vars(s))
-        model, data = sect("model"), sect("data")
+        model, data = config_section(cfg, "model"), config_section(cfg, "data")
         version = check_version(version or model.get("version") or "v2", MODEL_VERSIONS)
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in {**data, **model}.items() if k in names}

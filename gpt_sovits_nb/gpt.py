@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, get_device
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, config_section, get_device
 
 # %% auto #0
 __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding', 'sine_table', 'SinePositions', 'SelfAttention',
@@ -410,10 +410,10 @@ class Text2SemanticGPT(nn.Module):
         if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("weight"), Mapping):
             raise CheckpointError("not a GPT checkpoint: expected a dict with 'weight' (the tensors) and 'config', as s1 .ckpt files hold.")
         cfg = ckpt.get("config")
-        section = cfg.get("model") if isinstance(cfg, Mapping) else getattr(cfg, "model", None)
-        if section is None:
+        section = config_section(cfg, "model")
+        if not section:
             raise CheckpointError("the GPT checkpoint has no config['model'] section: its sizes (layers, width, heads) are unknown.")
-        config = GPTConfig.from_dict(dict(section.items()) if hasattr(section, "items") else vars(section))
+        config = GPTConfig.from_dict(section)
         weights = ckpt["weight"]
         other = [k for k in weights if not k.startswith("model.")]
         if other: raise CheckpointError(f"GPT weight names all start with 'model.'; these do not: {other[:5]}. Is this a SoVITS file?")
