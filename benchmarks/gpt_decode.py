@@ -16,7 +16,9 @@ whole sequence at every step; at full length that takes many minutes on a CPU, s
 
 On the CPU in float32, when onnx and onnxruntime are installed (the `export` extra), the same decoder also runs as the
 two ONNX graphs of chapter 16 (gpt_sovits_nb.export.OnnxGPT: exported into a temporary folder, same sampling code and
-seeds, so the same tokens), interleaved with the others; --no-onnx skips it.
+seeds, so the same tokens), interleaved with the others; --no-onnx skips it. There, too, the int8-weight decoder of chapter
+06 (`quantize_int8`: dynamic int8 linear layers, about 97 % greedy agreement with float32 on the trained nano GPT) runs
+beside them; --no-int8 skips it.
 """
 from __future__ import annotations
 import argparse, platform, time
@@ -89,6 +91,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--top-k", type=int, default=15)
     ap.add_argument("--no-concat", action="store_true", help="skip the torch.cat-cache comparison")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8-weight decoder (quantize_int8; CPU, float32 only)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (otherwise run on the CPU in float32 when installed)")
     args = ap.parse_args(argv)
 
@@ -112,6 +115,8 @@ def main(argv=None):
     if not args.no_concat: variants["torch.cat cache"] = (model, ConcatKVCache)
     onnx_model = None if args.no_onnx else onnx_gpt(model, device, dtype)
     if onnx_model is not None: variants["onnxruntime"] = (onnx_model, G.KVCache)
+    if device.type == "cpu" and dtype == torch.float32 and not args.no_int8:
+        variants["int8 weights"] = (G.quantize_int8(model), G.KVCache)   # chapter 06: dynamic int8 linear layers
     ours, best = G.KVCache, {}
     try:
         for r in range(args.repeats):            # interleaved, best of each: a shared machine's load comes and goes
@@ -135,6 +140,12 @@ def main(argv=None):
         total_o, first_o, n_o = best["onnxruntime"]
         print(f"onnxruntime      : {n_o / total_o:7.1f} tok/s  ({n_o} tokens in {total_o:.2f} s; prefill {first_o * 1e3:.0f} ms; "
               f"the ONNX graphs of gpt_sovits_nb.export: {(n_o / total_o) / cached:.2f}x the torch KV cache's speed)")
+
+    if "int8 weights" in best:
+        total_q, first_q, n_q = best["int8 weights"]
+        print(f"int8 weights     : {n_q / total_q:7.1f} tok/s  ({n_q} tokens in {total_q:.2f} s; prefill {first_q * 1e3:.0f} ms; "
+              f"quantize_int8: {(n_q / total_q) / cached:.2f}x the float32 KV cache's speed"
+              + (f", {(n_q / total_q) / (best['torch.cat cache'][2] / best['torch.cat cache'][0]):.2f}x the reference-style loop's" if "torch.cat cache" in best else "") + ")")
 
     if args.baseline_tokens > 0:
         timed_decode(model, inputs, 2, False, sampling)                          # warm-up

@@ -19,7 +19,7 @@ __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding'
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
            'DecodeStep', 'Text2SemanticGPT', 's1_config_dict', 'count_parameters', 'decode_step',
-           'plot_next_token_distribution', 'sampling_widget']
+           'plot_next_token_distribution', 'sampling_widget', 'quantize_int8']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -82,6 +82,7 @@ class SelfAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))   # q, k and v projections stacked
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
+        self.in_proj_int8 = None                                           # set by `quantize_int8` (never saved)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -92,7 +93,8 @@ class SelfAttention(nn.Module):
     def forward(self, x, attend=None, cache=None, layer: int = 0):
         "`attend` [L, S] bool (True = may look) or None (look at everything); `cache`: a KVCache to read and extend."
         B, L, D = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)            # [B, L, 3D]
+        qkv = (self.in_proj_int8(x) if self.in_proj_int8 is not None         # [B, L, 3D]; int8 weights: `quantize_int8`
+               else F.linear(x, self.in_proj_weight, self.in_proj_bias))
         q, k, v = qkv.view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each [B, H, L, D/H]
         if cache is not None:
             k, v = cache.store(layer, k, v)                                   # all keys/values so far: [B, H, S, D/H]
@@ -433,6 +435,8 @@ class Text2SemanticGPT(nn.Module):
 
     def to_checkpoint_dict(self, half: bool = True) -> dict:
         "The official s1 dict: {'weight': {'model.<k>': tensor (float16 by default)}, 'config': {...}, 'info': str}."
+        if any(isinstance(m, SelfAttention) and m.in_proj_int8 is not None for m in self.modules()):
+            raise ConfigError("This GPT has int8 weights (quantize_int8), which are for decoding only: save the float model it was made from.")
         weight = OrderedDict()
         for k, v in self.state_dict().items():
             v = v.detach().cpu()
@@ -566,3 +570,22 @@ def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = Non
     box._gsv = dict(top_k=top_k, top_p=top_p, temperature=temperature, penalty=penalty, status=status, out=out, redraw=redraw)
     redraw()
     return box
+
+# %% ../nbs/06_gpt.ipynb #5eee7e3c
+def quantize_int8(gpt: "Text2SemanticGPT") -> "Text2SemanticGPT":
+    """A copy of `gpt` (CPU, float32) for fast CPU decoding: int8 weights in every linear layer but the output layer
+    (dynamic quantisation); for decoding only (it cannot be saved or trained). See the measured agreement in chapter 06."""
+    import copy
+    from torch.ao.quantization import quantize_dynamic, default_dynamic_qconfig
+    if gpt.device.type != "cpu" or gpt.dtype != torch.float32:
+        raise ConfigError(f"quantize_int8 works on a float32 CPU model; this one is {gpt.dtype} on {gpt.device}: .float().cpu() it first.")
+    q = copy.deepcopy(gpt).eval()
+    for m in q.modules():
+        if isinstance(m, SelfAttention):                                  # the fused q/k/v projection as a Linear to quantise
+            m.in_proj_int8 = nn.Linear(m.in_proj_weight.shape[1], m.in_proj_weight.shape[0])
+            m.in_proj_int8.weight.data, m.in_proj_int8.bias.data = m.in_proj_weight.data, m.in_proj_bias.data
+    spec = {n: default_dynamic_qconfig for n, m in q.named_modules() if isinstance(m, nn.Linear) and n != "ar_predict_layer"}
+    q = quantize_dynamic(q, spec, dtype=torch.qint8)
+    for m in q.modules():
+        if isinstance(m, SelfAttention): m.in_proj_weight.requires_grad_(False)   # kept only for the config and shapes
+    return q

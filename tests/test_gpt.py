@@ -371,3 +371,47 @@ def test_sampling_widget(tiny, inputs):
     fig = G.plot_next_token_distribution(probs, torch.softmax(logits, -1))
     assert fig.axes[0].get_xlabel() == "semantic token id"
     assert G.plot_prefix_mask(3, 2).axes[0].get_ylabel().startswith("query")
+
+
+# ---------------------------------------------------------------- int8 weights (quantize_int8)
+
+def test_int8_copy_decodes_like_the_float_model(tiny, inputs):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    q = G.quantize_int8(tiny)
+    assert all(torch.equal(v, tiny.state_dict()[k]) for k, v in before.items())     # a copy: the float model is untouched
+    assert type(q.ar_predict_layer) is torch.nn.Linear                                # the output layer stays float
+    assert all(m.in_proj_int8 is not None for m in q.modules() if isinstance(m, G.SelfAttention))
+    a, b = tiny.prefill_logits(*inputs), q.prefill_logits(*inputs)
+    assert a.shape == b.shape == (1, 1025)
+    assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99
+    out = q.infer(inputs[0], inputs[1], inputs[2], top_k=1, max_new_tokens=20)
+    assert out.shape[0] == 1 and 1 <= out.shape[1] <= 20 and out.dtype == torch.long
+
+
+def test_int8_models_are_for_decoding_only(tiny):
+    q = G.quantize_int8(tiny)
+    with pytest.raises(ConfigError, match="int8 weights.*save the float model"):
+        q.to_checkpoint_dict()
+    with pytest.raises(ConfigError, match=r"float32 CPU model.*\.float\(\)\.cpu\(\)"):
+        G.quantize_int8(Text2SemanticGPT(TINY).half())
+
+
+def test_int8_nano_gpt_agrees_with_float32():
+    "On the trained nano GPT, greedy decoding with int8 weights picks the float model's token almost every step."
+    from gpt_sovits_nb.checkpoints import load_gpt, nano_weights
+    gpt = load_gpt(nano_weights()[0], device="cpu").eval()
+    q = G.quantize_int8(gpt)
+    g = torch.Generator().manual_seed(0)
+    V = gpt.config.phoneme_vocab_size
+    same = total = 0
+    # teacher-forced agreement: both models see the float model's greedy path, compare their argmax at each step
+    for _ in range(4):
+        phones = torch.randint(1, V, (1, 30), generator=g)
+        bert = torch.zeros(1, 1024, 30)
+        prompt = torch.randint(0, 256, (1, 25), generator=g)
+        path = gpt.infer(phones, bert, prompt, top_k=1, max_new_tokens=40)
+        for t in range(path.shape[1]):
+            p = torch.cat([prompt, path[:, :t]], 1)
+            same += int(gpt.prefill_logits(phones, bert, p).argmax() == q.prefill_logits(phones, bert, p).argmax())
+            total += 1
+    assert total >= 20 and same / total > 0.9, (same, total)
