@@ -154,6 +154,8 @@ class SoVITSConfig:
     ssl_dim: int = 768               # width of the HuBERT features (chinese-hubert-base)
     codebook_size: int = 1024
     decoder_channels: int = 192      # nano only: width of the mel decoder
+    phone_classes: int = 0           # nano only: >0 when the SoVITS carries its own phone encoder (chapter 05's PhoneEncoder)
+    phone_channels: int = 128        # nano only: the width of that phone encoder
 
     @property
     def is_mel(self) -> bool: return self.version == NANO                  # a mel decoder + a pretrained vocoder
@@ -191,7 +193,7 @@ SOVITS_CONFIGS = {
     "v2ProPlus": _sovits("v2ProPlus", p_dropout=0.0, gin_channels=1024,
                          upsample_initial_channel=768, upsample_kernel_sizes=[20, 16, 8, 2, 2]),
     "nano": _sovits("nano", inter_channels=96, hidden_channels=128, filter_channels=384, n_layers=4, gin_channels=128,
-                    ssl_dim=39, codebook_size=256, sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
+                    ssl_dim=40, phone_classes=40, codebook_size=256, sampling_rate=22050, filter_length=1024, hop_length=256, win_length=1024,
                     n_mel_channels=80, decoder_channels=192, upsample_rates=[], upsample_kernel_sizes=[],
                     resblock_kernel_sizes=[], resblock_dilation_sizes=[]),
 }

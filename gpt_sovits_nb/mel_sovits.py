@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .core import CheckpointError, ConfigError, WeightsNotFoundError, SoVITSConfig, SOVITS_CONFIGS, NANO
 from .audio import mel_spectrogram, resample
+from .tokens import PhoneEncoder
 from .sovits import (SoVITS, TextEncoder, StyleEncoder, SemanticQuantizer, ChannelLayerNorm, ResBlock1,
                                   length_mask, mrte_channels)
 
@@ -136,8 +137,15 @@ class MelSoVITS(SoVITS):
         self.enc_p = TextEncoder(cfg)
         self.dec = MelDecoder(cfg.inter_channels, cfg.decoder_channels, cfg.n_mel_channels, cfg.gin_channels)
         self.ref_enc = StyleEncoder(cfg.style_bins, cfg.gin_channels)
-        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.ssl_dim, 2, stride=2)       # 50 Hz MFCC frames -> 25 Hz, scaled
+        self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.ssl_dim, 2, stride=2)       # 50 Hz frames -> 25 Hz, scaled
         self.quantizer = SemanticQuantizer(cfg.ssl_dim, cfg.codebook_size)     # the k-means centroids
+        self.ssl_encoder = (PhoneEncoder(channels=cfg.phone_channels, n_phones=cfg.phone_classes)   # its own HuBERT stand-in
+                            if cfg.phone_classes else None)                    # (None: MFCC frames, MFCCEncoder)
+
+    def front_end(self):
+        "The HuBERT stand-in its tokens are made from: its own `PhoneEncoder`, or MFCC frames (`MFCCEncoder`) when it has none."
+        from gpt_sovits_nb.tokens import MFCCEncoder
+        return self.ssl_encoder if self.ssl_encoder is not None else MFCCEncoder(self.config.ssl_dim // 3)
 
     def reference_spec(self, wav32: torch.Tensor) -> torch.Tensor:
         "The nano model reads a voice from the vocoder mel [1, 80, F] of the reference (given at 32 kHz [1, S])."
@@ -187,8 +195,16 @@ MelSoVITS._spec = _spec_check
 
 # %% ../nbs/07a_mel_sovits.ipynb #19c18246
 def install_tokenizer(model: SoVITS, tokenizer) -> SoVITS:
-    "Make `model.extract_latent(MFCCEncoder().features(wav))` give `tokenizer.encode(wav)`: scaling into `ssl_proj`, centroids into the codebook."
+    """Make `model.extract_latent(encoder.features(wav))` give `tokenizer.encode(wav)`: scaling into `ssl_proj`, centroids into the
+    codebook, and the tokenizer's `PhoneEncoder` (if it has one) into `model.ssl_encoder` (else the encoder is `MFCCEncoder`)."""
     k, d = tokenizer.centroids.shape
+    phones = getattr(tokenizer, "encoder", None)
+    if (phones is None) != (model.ssl_encoder is None):
+        raise ConfigError("The tokenizer and the model disagree on the front end: set the config's phone_classes to the tokenizer's "
+                          "PhoneEncoder size (0 for an MFCC tokenizer).")
+    if phones is not None and phones.config() != model.ssl_encoder.config():
+        raise ConfigError(f"The tokenizer's PhoneEncoder is {phones.config()}, the model's {model.ssl_encoder.config()}: set the config's "
+                          "phone_classes and phone_channels to the tokenizer's (layers and kernel are fixed at 4 and 5).")
     if (model.config.ssl_dim, model.config.codebook_size) != (d, k):
         raise ConfigError(f"The tokenizer has {k} units of {d} features; the model was built for {model.config.codebook_size} of "
                           f"{model.config.ssl_dim}: make the config's codebook_size and ssl_dim match.")
@@ -198,4 +214,5 @@ def install_tokenizer(model: SoVITS, tokenizer) -> SoVITS:
         model.ssl_proj.weight.copy_(w); model.ssl_proj.bias.zero_()
         book = model.quantizer.codebook
         book.embed.copy_(tokenizer.centroids); book.embed_avg.copy_(tokenizer.centroids)
+        if phones is not None: model.ssl_encoder.load_state_dict(phones.state_dict())
     return model

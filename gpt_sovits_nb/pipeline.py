@@ -371,8 +371,7 @@ class VoiceCloner:
         if sov.config.is_mel: half = False                                # the nano model is small: float32 everywhere
         if half: gpt, sov = gpt.half(), sov.half()
         if sov.config.is_mel:
-            from gpt_sovits_nb.tokens import MFCCEncoder
-            ssl = MFCCEncoder(sov.config.ssl_dim // 3)   # its tokenizer reads MFCC frames, not HuBERT
+            ssl = sov.front_end()                        # its own phone encoder (or MFCC frames), not HuBERT
         elif paths.hubert is None:
             raise ConfigError(f"A {sov.version} model set needs the HuBERT folder (paths.hubert); only nano models do without.")
         else:

@@ -324,7 +324,7 @@ def _set_sovits_weights(self, path: str) -> str:
     real = allowed_file(path, self.weights_dirs, "weights_path", "--weights-dir")
     sovits = load_sovits(real, device=self.cloner.device)
     old = self.cloner.sovits.config
-    if sovits.config.is_mel != old.is_mel or sovits.config.ssl_dim != old.ssl_dim:
+    if sovits.config.is_mel != old.is_mel or (not old.is_mel and sovits.config.ssl_dim != old.ssl_dim):
         raise RequestError(f"change sovits weight failed: '{real.name}' is a {sovits.version} SoVITS, which reads different speech "
                            f"features than the loaded {old.version} set: start a server with it (gsv-nb serve --sovits ...).")
     why = fits_together(self.cloner.gpt, sovits, self.cloner.sv)
@@ -332,6 +332,7 @@ def _set_sovits_weights(self, path: str) -> str:
     sovits = sovits.to(self.cloner.sovits.dtype)
     with self.cloner._lock, self._swap:
         self.cloner.sovits, self.cloner.version = sovits, sovits.version
+        if sovits.config.is_mel: self.cloner.ssl = sovits.front_end()   # a nano SoVITS brings its own front end
         self._generation += 1; self._refs.clear()
     return str(real)
 

@@ -528,6 +528,7 @@ def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
     for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
         if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
     if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
+    if cfg.is_mel and cfg.phone_classes: d["model"].update(phone_classes=cfg.phone_classes, phone_channels=cfg.phone_channels)
     d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
     d["version"] = cfg.version
     return d

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError
@@ -17,10 +18,11 @@ from .audio import check_audio, load_audio, resample
 from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_transformers
 
 # %% auto #0
-__all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S', 'REF_PAD', 'HUBERT_HOW_TO_GET', 'ssl_frames',
-           'n_tokens', 'check_frame_rate', 'reference_ssl_input', 'SSLEncoder', 'tiny_random_hubert', 'nearest_code',
-           'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens', 'token_span',
-           'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels', 'token_phone_stats']
+__all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S', 'REF_PAD', 'HUBERT_HOW_TO_GET', 'PHONES_EN',
+           'ssl_frames', 'n_tokens', 'check_frame_rate', 'reference_ssl_input', 'SSLEncoder', 'tiny_random_hubert',
+           'nearest_code', 'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens',
+           'token_span', 'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels',
+           'token_phone_stats', 'PhoneEncoder', 'phone_targets', 'train_phone_encoder']
 
 # %% ../nbs/05_tokens.ipynb #a673ab26
 SSL_SR = 16000        # HuBERT's sample rate
@@ -191,14 +193,21 @@ def fit_kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> tuple
 
 # %% ../nbs/05_tokens.ipynb #4409ed75
 class KMeansTokenizer:
-    "Speech -> integer units with k-means over MFCC frames (HuBERT's first round): `encode(wav16k [1, S]) -> [1, 1, T]`."
-    def __init__(self, n_units: int = 100, frame_rate: int = 25, n_mfcc: int = 13, seed: int = 0):
+    """Speech -> integer units with k-means over MFCC frames (HuBERT's first round): `encode(wav16k [1, S]) -> [1, 1, T]`.
+    With `encoder` (a `PhoneEncoder`, below) the clustered frames are its phone probabilities instead of MFCCs."""
+    def __init__(self, n_units: int = 100, frame_rate: int = 25, n_mfcc: int = 13, seed: int = 0, encoder=None):
         if not 2 <= int(n_units) <= 1024:
             raise ConfigError(f"n_units={n_units}: use 2-1024 (the GPT's vocabulary has 1024 token ids besides EOS).")
         self.n_units, self.frame_rate, self.n_mfcc, self.seed = int(n_units), check_frame_rate(frame_rate), int(n_mfcc), int(seed)
-        self.centroids: torch.Tensor | None = None       # [n_units, 3 * n_mfcc]
-        self.scale: torch.Tensor | None = None           # [3 * n_mfcc]: spread of each dimension over the training frames
+        self.encoder = encoder                           # None: MFCC frames; else features(wav16k) -> [1, D, F] at 50 Hz
+        self.centroids: torch.Tensor | None = None       # [n_units, dim]
+        self.scale: torch.Tensor | None = None           # [dim]: spread of each dimension over the training frames
         self.history: list[float] = []
+
+    @property
+    def dim(self) -> int:
+        "Size of the clustered vectors: 3 * n_mfcc, or the encoder's output size."
+        return 3 * self.n_mfcc if self.encoder is None else int(self.encoder.hidden)
 
     @property
     def is_fitted(self) -> bool: return self.centroids is not None
@@ -206,15 +215,16 @@ class KMeansTokenizer:
     def samples_per_token(self) -> int: return SSL_SR // self.frame_rate
 
     def raw_features(self, wav16k: torch.Tensor) -> torch.Tensor:
-        "MFCC + Δ + ΔΔ pooled to the token rate, clip mean removed: [1, 3*n_mfcc, T] (before the scaling learned by fit)."
-        x = pool_frames(mfcc_frames(wav16k, self.n_mfcc), self.frame_rate)
+        "MFCC + Δ + ΔΔ pooled to the token rate, clip mean removed (or the encoder's features, pooled): [1, dim, T], before scaling."
+        if self.encoder is not None: x = pool_frames(self.encoder.features(_as_wav_batch(wav16k)).float().cpu(), self.frame_rate)
+        else: x = pool_frames(mfcc_frames(wav16k, self.n_mfcc), self.frame_rate)
         if x.shape[-1] == 0:
             raise AudioError(f"the audio is too short for one token: {_as_wav_batch(wav16k).shape[-1]} samples at 16 kHz, "
                              f"at least {SSL_WIN + SSL_HOP * (SSL_RATE // self.frame_rate - 1)} are needed.")
-        return x - x.mean(-1, keepdim=True)
+        return x if self.encoder is not None else x - x.mean(-1, keepdim=True)
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
-        "The vectors that are clustered: [1, 3*n_mfcc, T], each dimension divided by its spread over the training data."
+        "The vectors that are clustered: [1, dim, T], each dimension divided by its spread over the training data."
         self._check_fitted()
         return self.raw_features(wav16k) / self.scale[None, :, None]
 
@@ -241,9 +251,13 @@ class KMeansTokenizer:
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         config = dict(kind="gpt_sovits_nb.KMeansTokenizer", version=1, n_units=self.n_units, frame_rate=self.frame_rate,
                       n_mfcc=self.n_mfcc, seed=self.seed, sample_rate=SSL_SR, hop=SSL_HOP, win=SSL_WIN)
+        weights = {}
+        if self.encoder is not None:                     # the phone encoder's config and weights travel with the units
+            config["encoder"] = self.encoder.config()
+            weights = {"encoder." + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
         with open(path, "wb") as f:
             np.savez(f, centroids=self.centroids.numpy(), scale=self.scale.numpy(), history=np.asarray(self.history),
-                     config=np.asarray(json.dumps(config)))
+                     config=np.asarray(json.dumps(config)), **weights)
         return path
 
     @classmethod
@@ -256,18 +270,26 @@ class KMeansTokenizer:
             with np.load(path, allow_pickle=False) as z:
                 config = json.loads(str(z["config"]))
                 centroids, scale, history = (torch.from_numpy(z[k].copy()) for k in ("centroids", "scale", "history"))
+                weights = {k[len("encoder."):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("encoder.")}
+            encoder = None
+            if "encoder" in config:
+                encoder = PhoneEncoder(**config["encoder"])
+                encoder.load_state_dict(weights)
+                encoder.eval()
         except Exception as e:
             raise CheckpointError(f"'{path}' is not a KMeansTokenizer file ({type(e).__name__}: {str(e)[:200]}).") from None
-        if config.get("kind") != "gpt_sovits_nb.KMeansTokenizer" or centroids.shape != (config["n_units"], 3 * config["n_mfcc"]):
+        dim = 3 * config["n_mfcc"] if encoder is None else encoder.hidden
+        if config.get("kind") != "gpt_sovits_nb.KMeansTokenizer" or centroids.shape != (config["n_units"], dim):
             raise CheckpointError(f"'{path}' is not a KMeansTokenizer file (or it is damaged): kind {config.get('kind')!r}, "
                                   f"centroids {tuple(centroids.shape)}.")
-        tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0))
+        tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0), encoder)
         tok.centroids, tok.scale, tok.history = centroids.float(), scale.float(), history.tolist()
         return tok
 
     def __repr__(self):
         state = "fitted" if self.is_fitted else "not fitted"
-        return f"KMeansTokenizer(n_units={self.n_units}, frame_rate={self.frame_rate}, features={3 * self.n_mfcc}-d MFCC+Δ+ΔΔ, {state})"
+        feats = f"{3 * self.n_mfcc}-d MFCC+Δ+ΔΔ" if self.encoder is None else f"{self.dim} phone probabilities"
+        return f"KMeansTokenizer(n_units={self.n_units}, frame_rate={self.frame_rate}, features={feats}, {state})"
 
 def _load16k(w) -> torch.Tensor:
     "A 16 kHz waveform [1, S] from a tensor (taken as 16 kHz), a path, or anything with a `.path` (a corpus Clip)."
@@ -369,6 +391,8 @@ def usage_perplexity(counts: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 # %% ../nbs/05_tokens.ipynb #e9b9a717
+_aligners: dict = {}
+
 def align_phones(wav16k: torch.Tensor, text: str) -> list[tuple[str, float, float]]:
     "Force-align an English transcript to `wav16k` [1, S] with pocketsphinx: [(phone, start_s, end_s), ...], silences as 'SIL'."
     from pocketsphinx import Decoder
@@ -378,7 +402,8 @@ def align_phones(wav16k: torch.Tensor, text: str) -> list[tuple[str, float, floa
     words = re.sub(r"[^a-z' ]+", " ", text.lower().replace("-", " ")).split()
     if not words: raise TextError(f"align_phones: {text!r} has no English words to align.")
     pcm = (_as_wav_batch(wav16k)[0].clamp(-1, 1) * 32767).round().short().cpu().numpy().tobytes()
-    decoder = Decoder(samprate=SSL_SR, loglevel="FATAL")
+    if "en" not in _aligners: _aligners["en"] = Decoder(samprate=SSL_SR, loglevel="FATAL")   # loaded once (about 0.2 s)
+    decoder = _aligners["en"]
     def decode():
         decoder.start_utt(); decoder.process_raw(pcm, full_utt=True); decoder.end_utt()
     try:
@@ -418,3 +443,85 @@ def token_phone_stats(codes: Sequence[int], phones: Sequence[str]) -> dict:
     h_phone = float(-(pp[pp > 0] * np.log(pp[pp > 0])).sum())
     return dict(phone_purity=float(joint.max(0).sum()), cluster_purity=float(joint.max(1).sum()),
                 pnmi=mi / h_phone if h_phone > 0 else 0.0, tokens=len(codes), phones=len(pi), units=len(ui))
+
+# %% ../nbs/05_tokens.ipynb #79a1f705
+PHONES_EN = ("SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY", "JH",
+             "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH")
+"pocketsphinx's English phones (ARPAbet without stress) and silence: the classes of `PhoneEncoder`."
+
+class PhoneEncoder(nn.Module):
+    "The nano model's HuBERT stand-in: MFCC frames -> convolutions -> `features(wav16k [1, S])`, phone probabilities [1, 40, F] at 50 Hz."
+    def __init__(self, n_mfcc: int = 13, channels: int = 128, layers: int = 4, kernel: int = 5, n_phones: int = len(PHONES_EN)):
+        super().__init__()
+        self.n_mfcc, self.channels, self.layers, self.kernel, self.n_phones = int(n_mfcc), int(channels), int(layers), int(kernel), int(n_phones)
+        d = 3 * self.n_mfcc
+        self.register_buffer("mean", torch.zeros(d)); self.register_buffer("std", torch.ones(d))   # of the training frames
+        self.inp = nn.Conv1d(d, self.channels, self.kernel, padding=self.kernel // 2)
+        self.convs = nn.ModuleList(nn.Conv1d(self.channels, self.channels, self.kernel, padding=self.kernel // 2)
+                                   for _ in range(self.layers - 1))
+        self.out = nn.Conv1d(self.channels, self.n_phones, 1)
+        self.path = None
+
+    @property
+    def hidden(self) -> int: return self.n_phones
+    def config(self) -> dict: return dict(n_mfcc=self.n_mfcc, channels=self.channels, layers=self.layers, kernel=self.kernel, n_phones=self.n_phones)
+
+    def mfcc(self, wav16k: torch.Tensor) -> torch.Tensor:
+        "The input frames: MFCC+Δ+ΔΔ [1, 3*n_mfcc, F] of `MFCCEncoder` (clip mean removed)."
+        return MFCCEncoder(self.n_mfcc).features(wav16k)
+
+    def forward(self, mfcc: torch.Tensor) -> torch.Tensor:
+        "Phone logits [B, n_phones, F] of MFCC frames [B, 3*n_mfcc, F]."
+        h = F.gelu(self.inp((mfcc - self.mean[:, None]) / self.std[:, None]))
+        for conv in self.convs: h = h + F.gelu(conv(h))
+        return self.out(h)
+
+    @torch.no_grad()
+    def features(self, wav16k: torch.Tensor) -> torch.Tensor:
+        "Phone probabilities [1, n_phones, F] of `wav16k` [1, S] (F as HuBERT's)."
+        return self(self.mfcc(wav16k).to(self.out.weight.device)).softmax(1)
+
+    def __repr__(self):
+        return (f"PhoneEncoder({self.n_phones} phones from {3 * self.n_mfcc} MFCC features, {self.layers} convolutions of "
+                f"{self.channels}, {sum(p.numel() for p in self.parameters()):,} weights)")
+
+
+def phone_targets(alignment: Sequence, n_frames: int) -> torch.Tensor:
+    "The `PHONES_EN` id of the phone at the centre of each of `n_frames` 50 Hz frames (unknown sounds and gaps: SIL)."
+    index = {p: i for i, p in enumerate(PHONES_EN)}
+    return torch.tensor([index.get(re.sub(r"\d", "", p), 0) for p in phone_labels(alignment, n_frames, SSL_RATE)], dtype=torch.long)
+
+
+def train_phone_encoder(examples: Sequence, steps: int = 1500, batch_size: int = 32, crop: int = 128, lr: float = 2e-3,
+                        seed: int = 0, log=None, **sizes) -> tuple[PhoneEncoder, dict]:
+    """Train a `PhoneEncoder` on (mfcc [3*n_mfcc, F], targets [F]) pairs: cross-entropy at every frame of random `crop`-frame
+    windows. Returns the encoder (eval mode) and its history {'loss': [...], 'accuracy': [...]} (one value per step)."""
+    examples = [(m, t) for m, t in examples if m.shape[-1] == t.shape[-1] and m.shape[-1] > 0]
+    if not examples: raise ConfigError("train_phone_encoder: no (mfcc, targets) pairs with matching, non-zero lengths were given.")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    enc = PhoneEncoder(n_mfcc=examples[0][0].shape[0] // 3, **sizes)
+    frames = torch.cat([m for m, _ in examples], 1)
+    enc.mean.copy_(frames.mean(1)); enc.std.copy_(frames.std(1).clamp_min(1e-5))
+    opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    history = {"loss": [], "accuracy": []}
+    enc.train()
+    for step in range(steps):
+        xs = torch.zeros(batch_size, frames.shape[0], crop); ys = torch.full((batch_size, crop), -100, dtype=torch.long)
+        for b, k in enumerate(torch.randint(len(examples), (batch_size,), generator=g).tolist()):
+            m, t = examples[k]
+            a = int(torch.randint(max(m.shape[-1] - crop, 0) + 1, (1,), generator=g))
+            n = min(crop, m.shape[-1] - a)
+            xs[b, :, :n], ys[b, :n] = m[:, a:a + n], t[a:a + n]
+            xs[b, :, n:] = enc.mean[:, None]                     # padding reads as the average frame, and is not scored
+        logits = enc(xs)
+        loss = F.cross_entropy(logits, ys, ignore_index=-100)
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        scored = ys != -100
+        history["loss"].append(loss.item())
+        history["accuracy"].append((logits.argmax(1) == ys)[scored].float().mean().item())
+        if log is not None and (step + 1) % max(steps // 10, 1) == 0:
+            log(f"phone encoder step {step + 1}/{steps}: loss {sum(history['loss'][-50:]) / len(history['loss'][-50:]):.3f}, "
+                f"frame accuracy {sum(history['accuracy'][-50:]) / len(history['accuracy'][-50:]):.3f}")
+    return enc.eval(), history

@@ -109,3 +109,27 @@ def test_shipped_quality_has_not_regressed(nano):
     reqs = E.heldout_requests(sentences=["s24"])
     voices = E.evaluate(E.speak_heldout(nano, reqs), asr="pocketsphinx", prosody=False).summary()
     assert voices["right_voice"] >= SHIPPED["heldout"]["right_voice"] - 0.25, voices
+
+
+def test_phone_encoder_recipe_builds_a_model_that_carries_it(tmp_path):
+    "Force-aligned clips train the phone encoder; its units become the SoVITS's codebook and the file carries the encoder."
+    import torch
+    from gpt_sovits_nb.corpus import load_corpus
+    from gpt_sovits_nb.audio import load_audio
+    from gpt_sovits_nb.nano import nano_phone_encoder, nano_features, nano_models, export_nano
+    from gpt_sovits_nb.pipeline import ModelPaths, VoiceCloner
+    items = [(str(c.path), c.speaker, c.text) for c in load_corpus(split="train", speakers=["flite_slt", "fest_kal"])][:8]
+    enc = nano_phone_encoder(items, tmp_path / "pe.pt", steps=5, workers=1)
+    saved = torch.load(tmp_path / "pe.pt", weights_only=True)
+    assert saved["of"] == 8 and 1 <= saved["aligned"] <= 8 and len(saved["loss"]) == 5
+    again = nano_phone_encoder(items, tmp_path / "pe.pt", steps=5, workers=1)          # read back, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), again.state_dict().values()))
+    assert nano_phone_encoder(items[:4], None, steps=2, workers=2).n_phones == 40       # two worker processes align
+    data, tok = nano_features(items, n_units=16, fit_clips=8, progress=False, encoder=enc)
+    gpt, sov = nano_models(tok, "cpu")
+    assert (sov.config.phone_classes, sov.config.ssl_dim, sov.config.codebook_size) == (40, 40, 16)
+    g, s = export_nano(gpt, sov, tmp_path / "export")
+    cloner = VoiceCloner.from_paths(ModelPaths(gpt=g, sovits=s, hubert=None), device="cpu")
+    assert cloner.ssl is cloner.sovits.ssl_encoder
+    wav = load_audio(items[0][0], 16000)
+    assert torch.equal(cloner.sovits.extract_latent(cloner.ssl.features(wav)), tok.encode(wav))

@@ -310,3 +310,85 @@ def test_plot_tokens(librivox, fitted):
     assert isinstance(fig, Figure) and len(fig.axes) == 3
     assert fig.axes[-1].get_xlabel() == "time (s)"
     assert len(plot_tokens(wav, codes[0, 0]).axes) == 2
+
+
+# ---------------------------------------------------------------- the phone encoder (the nano model's HuBERT stand-in)
+
+from gpt_sovits_nb.tokens import PHONES_EN, PhoneEncoder, phone_targets, train_phone_encoder
+
+
+def test_phone_targets_label_each_50hz_frame():
+    al = [("SIL", 0.0, 0.05), ("HH", 0.05, 0.09), ("AH", 0.09, 0.15), ("+NSN+", 0.15, 0.19)]
+    ids = phone_targets(al, 10)                       # frame centres at 10, 30, 50, ... ms
+    want = ["SIL", "SIL", "HH", "HH", "AH", "AH", "AH", "SIL", "SIL", "SIL"]   # noise and the end as silence
+    assert ids.tolist() == [PHONES_EN.index(p) for p in want] and ids.dtype == torch.long
+    assert len(PHONES_EN) == 40 and PHONES_EN[0] == "SIL" and len(set(PHONES_EN)) == 40
+
+
+def test_phone_encoder_shapes_and_probabilities():
+    torch.manual_seed(0)
+    enc = PhoneEncoder().eval()
+    wav = torch.randn(1, 16000) * 0.1
+    f = enc.features(wav)
+    assert f.shape == (1, 40, ssl_frames(16000)) and enc.hidden == 40
+    assert torch.allclose(f.sum(1), torch.ones(1, f.shape[-1]), atol=1e-5) and (f >= 0).all()
+    assert "40 phones" in repr(enc) and enc.config() == dict(n_mfcc=13, channels=128, layers=4, kernel=5, n_phones=40)
+
+
+def test_train_phone_encoder_learns_a_frame_labelling():
+    "Frames whose first feature is high are phone 1, the others phone 0: a few hundred steps learn it from context."
+    g = torch.Generator().manual_seed(0)
+    examples = []
+    for _ in range(16):
+        t = (torch.rand(200, generator=g) > 0.5).long().repeat_interleave(3)[:200]
+        m = torch.randn(39, 200, generator=g) * 0.3
+        m[0] += 3.0 * t
+        examples.append((m, t))
+    enc, hist = train_phone_encoder(examples, steps=150, batch_size=8, crop=64, channels=16, layers=2, kernel=3)
+    assert len(hist["loss"]) == 150 and hist["loss"][-1] < hist["loss"][0]
+    assert sum(hist["accuracy"][-20:]) / 20 > 0.95
+    m, t = examples[0]
+    assert (enc(m[None]).argmax(1)[0] == t).float().mean() > 0.95
+    with pytest.raises(ConfigError, match="no \\(mfcc, targets\\) pairs"):
+        train_phone_encoder([(torch.zeros(39, 5), torch.zeros(4, dtype=torch.long))], steps=1)
+
+
+def test_tokenizer_over_phone_probabilities_round_trip(speech, tmp_path):
+    clips, wavs = speech
+    torch.manual_seed(0)
+    enc = PhoneEncoder(channels=16, layers=2).eval()
+    tok = KMeansTokenizer(n_units=8, encoder=enc).fit(wavs[:4], iters=4)
+    assert tok.dim == 40 and tok.centroids.shape == (8, 40) and "40 phone probabilities" in repr(tok)
+    codes = tok.encode(wavs[0])
+    assert codes.shape == (1, 1, n_tokens(wavs[0].shape[-1]))
+    # the features are the encoder's probabilities pooled to 25 Hz (no clip mean removed), then scaled
+    assert torch.allclose(tok.raw_features(wavs[0]), pool_frames(enc.features(wavs[0])))
+    p = tok.save(tmp_path / "phones.npz")
+    with np.load(p, allow_pickle=False) as z:
+        assert {"centroids", "scale", "config"} <= set(z.files) and any(k.startswith("encoder.") for k in z.files)
+    back = KMeansTokenizer.load(p)
+    assert back.encoder.config() == enc.config() and torch.equal(back.encode(wavs[1]), tok.encode(wavs[1]))
+
+
+def test_nano_sovits_carries_its_phone_encoder(speech, tmp_path):
+    "install_tokenizer puts the phone encoder into the SoVITS; the saved file brings it back; extract_latent gives the tokens."
+    from dataclasses import asdict
+    from gpt_sovits_nb.core import SOVITS_CONFIGS, SoVITSConfig
+    from gpt_sovits_nb.mel_sovits import MelSoVITS, install_tokenizer
+    from gpt_sovits_nb.checkpoints import load_sovits, save_sovits
+    clips, wavs = speech
+    torch.manual_seed(0)
+    enc = PhoneEncoder(channels=16).eval()
+    tok = KMeansTokenizer(n_units=8, encoder=enc).fit(wavs[:4], iters=4)
+    cfg = SoVITSConfig(**{**asdict(SOVITS_CONFIGS["nano"]), "ssl_dim": 40, "codebook_size": 8, "phone_classes": 40,
+                          "phone_channels": 16})
+    with pytest.raises(ConfigError, match="phone_classes"):
+        install_tokenizer(MelSoVITS(SoVITSConfig(**{**asdict(cfg), "phone_classes": 0})), tok)
+    with pytest.raises(ConfigError, match="phone_channels"):
+        install_tokenizer(MelSoVITS(SoVITSConfig(**{**asdict(cfg), "phone_channels": 32})), tok)
+    sov = install_tokenizer(MelSoVITS(cfg).eval(), tok)
+    assert torch.equal(sov.extract_latent(sov.ssl_encoder.features(wavs[2])), tok.encode(wavs[2]))
+    path = save_sovits(sov, tmp_path / "nano_phones.pth", webui_check=False)
+    back = load_sovits(path)
+    assert back.config.phone_classes == 40 and back.config.phone_channels == 16
+    assert torch.equal(back.extract_latent(back.ssl_encoder.features(wavs[2])), tok.encode(wavs[2]))

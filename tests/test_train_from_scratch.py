@@ -10,7 +10,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "tutorials" / "train_from_scratch.ipynb"
-SMALL = dict(minutes_per_voice=0.2, sovits_steps=4, gpt_steps=4, eval_every=2, eval_sentences=1, device="cpu")
+SMALL = dict(minutes_per_voice=0.2, sovits_steps=4, gpt_steps=4, phone_steps=10, eval_every=2, eval_sentences=1, device="cpu")
 
 
 def test_notebook_is_colab_ready_and_clean():
@@ -18,7 +18,7 @@ def test_notebook_is_colab_ready_and_clean():
     assert "colab.research.google.com/github/gpt-sovits-nb/gpt_sovits_nb/blob/main/tutorials/train_from_scratch.ipynb" in nb.cells[0].source
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    for name in ("work_dir", "recipe", "device", "minutes_per_voice", "sovits_steps", "gpt_steps", "eval_every"):
+    for name in ("work_dir", "recipe", "device", "minutes_per_voice", "sovits_steps", "gpt_steps", "phone_steps", "eval_every"):
         assert f"\n{name} = " in "\n" + params[0].source, name
     assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the nano GPT-SoVITS from scratch (chapter 11a): speech, features, SoVITS, GPT, export, resumable.
+"""Train the nano GPT-SoVITS from scratch (chapter 11a): speech, phone encoder, features, SoVITS, GPT, export, resumable.
 
     python tools/train_nano.py WORK_DIR [--recipe cpu|gpu] [--device auto|cpu|cuda] [--ship]
 
@@ -50,6 +50,7 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sovits-steps", type=int, default=None, help="override the recipe's SoVITS steps")
     ap.add_argument("--gpt-steps", type=int, default=None, help="override the recipe's GPT steps")
+    ap.add_argument("--phone-steps", type=int, default=None, help="override the recipe's phone-encoder steps (0: MFCC tokens)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--ship", action="store_true", help="measure, write MODEL_CARD.md, copy into gpt_sovits_nb/assets/nano")
     args = ap.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv=None):
     if args.threads: torch.set_num_threads(args.threads)
     from gpt_sovits_nb.nano import train_nano
     log = lambda msg: print(time.strftime("%H:%M:%S"), msg, flush=True)
-    train_nano(args.work_dir, args.recipe, args.device, args.sovits_steps, args.gpt_steps, log=log)
+    train_nano(args.work_dir, args.recipe, args.device, args.sovits_steps, args.gpt_steps, log=log, phone_steps=args.phone_steps)
     if args.ship: ship(Path(args.work_dir), args.recipe, log)
 
 
