@@ -28,8 +28,8 @@ __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERB
            'NANO_SOVITS_FILE', 'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak', 'trim_silence',
            'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder', 'nano_features',
            'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
-           'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'NanoGPTTrainer', 'export_nano', 'train_nano',
-           'nano_model_card']
+           'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'guided_attention_penalty', 'phone_attention',
+           'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
 
 # %% ../nbs/11a_nano.ipynb #58da23bf
 NAMES = ("Anna Ben Carla David Emma Frank Grace Henry Laura Mark Nina Oscar Paul Rachel Sam Tina Victor Wendy Adam Betty "
@@ -301,8 +301,9 @@ def nano_phone_encoder(items: Sequence, out_file=None, steps: int = 1500, seed: 
         return enc.eval()
     if workers > 1:
         import multiprocessing as mp
+        from gpt_sovits_nb.nano import _aligned_frames as job     # by its module name, so that spawned workers find it
         with mp.get_context("spawn").Pool(workers) as pool:       # spawn: a forked torch can hang in its worker threads
-            pairs = pool.map(_aligned_frames, items, chunksize=16)
+            pairs = pool.map(job, items, chunksize=16)
     else: pairs = [_aligned_frames(it) for it in items]
     ok = [p for p in pairs if p is not None]
     if log: log(f"phone encoder: {len(ok)} of {len(items)} utterances aligned by pocketsphinx")
@@ -407,6 +408,8 @@ class NanoTrainConfig:
     token_noise: float = 0.0            # share of input tokens replaced by random ones (SoVITS: robustness to the GPT's slips;
                                         # GPT: teacher-forced inputs, so that it reads the phones rather than copy the past)
     ref_frames: int = 0                 # SoVITS: the voice ge is read from a random window of this many mel frames (0: all)
+    guided_attention: float = 0.0       # GPT: weight of the guided-attention penalty (DC-TTS) on `guided_layers` (0: none)
+    guided_layers: tuple = (1, 2)       # GPT: the layers whose audio->phone attention is pulled towards the diagonal
     seed: int = 1234
     save_every: int = 250
     keep_last: int = 2
@@ -493,6 +496,31 @@ def gpt_examples(data: NanoData, pairs: Sequence[tuple[int, int]]) -> list[dict]
                     "semantic": torch.cat([data.tokens[k].long() for k in ids])})
     return out
 
+def guided_attention_penalty(attn: torch.Tensor, phone_lengths: torch.Tensor, token_lengths: torch.Tensor, g: float = 0.2) -> torch.Tensor:
+    """DC-TTS's guided attention: `attn` [B, H, T, N] (each audio position's attention over the phones, rows summing to 1) is
+    penalised by 1 - exp(-(n/N - t/T)^2 / 2g^2), so that token t of T looks near phone t/T of N; mean over the real positions."""
+    B, H, T, N = attn.shape
+    t = torch.arange(T, device=attn.device)[None, :, None] / token_lengths[:, None, None].clamp(min=1)    # [B, T, 1]
+    n = torch.arange(N, device=attn.device)[None, None, :] / phone_lengths[:, None, None].clamp(min=1)    # [B, 1, N]
+    w = 1 - torch.exp(-((n - t) ** 2) / (2 * g * g))                                                      # [B, T, N]
+    real = (t < 1) & (n < 1)                                                                              # inside both
+    return (attn * (w * real)[:, None]).sum() / (real.any(-1).sum() * H).clamp(min=1)
+
+
+def phone_attention(gpt: Text2SemanticGPT, layers, n_phones: int, phone_lengths: torch.Tensor) -> tuple[list, list]:
+    "Forward hooks that collect, for each of `layers`, the audio positions' attention over the phones [B, H, T, N] -> (store, handles)."
+    store, handles = [], []
+    def hook(m, args, out):
+        x = args[0]
+        B, L, D = x.shape
+        q, k, _ = F.linear(x, m.in_proj_weight, m.in_proj_bias).view(B, L, 3, m.heads, D // m.heads).permute(2, 0, 3, 1, 4)
+        s = q[:, :, n_phones:] @ k[:, :, :n_phones].transpose(-1, -2) / math.sqrt(D // m.heads)         # [B, H, T, N]
+        pad = torch.arange(n_phones, device=x.device)[None] >= phone_lengths[:, None]                    # [B, N]
+        store.append(s.masked_fill(pad[:, None, None], float("-inf")).softmax(-1))
+    for i in layers: handles.append(gpt.h.layers[i].self_attn.register_forward_hook(hook))
+    return store, handles
+
+
 class NanoGPTTrainer(Trainer):
     "Trains a nano `Text2SemanticGPT` from scratch on NanoData (next-token cross-entropy, AdamW), resumable."
     kind = "gpt"
@@ -513,8 +541,19 @@ class NanoGPTTrainer(Trainer):
         self.gpt.train()
         pairs, _ = self.stream.next()
         batch = collate_gpt(gpt_examples(self.data, pairs), self.gpt.config.bert_dim, self.gpt.config.EOS)
-        out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=self.config.token_noise)
+        cfg, extra = self.config, {}
+        if cfg.guided_attention > 0:                      # collect the chosen layers' attention during the forward pass
+            plen = batch["phone_lengths"].to(self.device)
+            store, handles = phone_attention(self.gpt, cfg.guided_layers, batch["phones"].shape[1], plen)
+        try: out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=cfg.token_noise)
+        finally:
+            if cfg.guided_attention > 0:
+                for h in handles: h.remove()
         loss = out["loss"] / out["n"]
+        if cfg.guided_attention > 0:
+            slen = batch["semantic_lengths"].to(self.device) + 1                # the tokens and the EOS step
+            ga = sum(guided_attention_penalty(a, plen, slen) for a in store) / len(store)
+            loss, extra = loss + cfg.guided_attention * ga, {"loss/guided": ga.item()}
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         gn = grad_norm(self.gpt.parameters())
@@ -522,7 +561,8 @@ class NanoGPTTrainer(Trainer):
         self.optim.step()
         lr = self.optim.param_groups[0]["lr"]
         self.sched.step()
-        return {"loss/token": loss.item(), "top3_acc": out["top3_acc"].item(), "grad_norm": gn, "lr": lr, "epoch": self.stream.epoch}
+        return {"loss/token": (out["loss"] / out["n"]).item(), "top3_acc": out["top3_acc"].item(), "grad_norm": gn, "lr": lr,
+                "epoch": self.stream.epoch, **extra}
 
     def _state(self) -> dict:
         return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),

@@ -504,7 +504,9 @@ def train_phone_encoder(examples: Sequence, steps: int = 1500, batch_size: int =
     frames = torch.cat([m for m, _ in examples], 1)
     enc.mean.copy_(frames.mean(1)); enc.std.copy_(frames.std(1).clamp_min(1e-5))
     opt = torch.optim.AdamW(enc.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    if steps >= 4:                                   # warm up over 5 % of the steps (at least 2), then anneal
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
+    else: sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)   # a few steps (demos, tests): constant
     history = {"loss": [], "accuracy": []}
     enc.train()
     for step in range(steps):

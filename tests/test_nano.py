@@ -133,3 +133,25 @@ def test_phone_encoder_recipe_builds_a_model_that_carries_it(tmp_path):
     assert cloner.ssl is cloner.sovits.ssl_encoder
     wav = load_audio(items[0][0], 16000)
     assert torch.equal(cloner.sovits.extract_latent(cloner.ssl.features(wav)), tok.encode(wav))
+
+
+def test_guided_attention_penalty_and_training_step(tmp_path):
+    "The DC-TTS penalty is near 0 for attention on the diagonal and large off it; the GPT trainer adds it when asked."
+    import torch
+    from gpt_sovits_nb.corpus import load_corpus
+    from gpt_sovits_nb.nano import guided_attention_penalty, nano_features, nano_models, NanoGPTTrainer, NanoTrainConfig
+    T, N = 20, 10
+    diag = torch.zeros(1, 2, T, N)
+    for t in range(T): diag[0, :, t, t * N // T] = 1
+    lengths = torch.tensor([N]), torch.tensor([T])
+    assert guided_attention_penalty(diag, *lengths).item() < 0.02
+    assert guided_attention_penalty(diag.flip(-1), *lengths).item() > 0.7
+    padded = torch.cat([diag, torch.full((1, 2, 5, N), 0.1)], 2)                  # rows past the real tokens are not scored
+    assert abs(guided_attention_penalty(padded, *lengths).item() - guided_attention_penalty(diag, *lengths).item()) < 1e-6
+    items = [(str(c.path), c.speaker, c.text) for c in load_corpus(split="train", speakers=["flite_slt"])][:6]
+    data, tok = nano_features(items, n_units=16, fit_clips=6, progress=False)
+    gpt, _ = nano_models(tok, "cpu")
+    tr = NanoGPTTrainer(gpt, data, tmp_path / "g", NanoTrainConfig(steps=2, batch_size=2, warmup_steps=1, guided_attention=1.0), device="cpu")
+    tr.fit(2)
+    assert len(tr.history["loss/guided"]) == 2 and all(0 < v < 1 for v in tr.history["loss/guided"])
+    assert all(not h for h in (l.self_attn._forward_hooks for l in gpt.h.layers))   # the hooks are removed after each step
