@@ -5,6 +5,7 @@
 # %% ../nbs/11a_nano.ipynb #8ce0be47
 from __future__ import annotations
 import json, math, random, re, shutil, subprocess, tempfile, time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device
 from .audio import load_audio, resample
-from .tokens import KMeansTokenizer, MFCCEncoder, PhoneEncoder, align_phones, phone_targets, train_phone_encoder
+from .tokens import KMeansTokenizer, PhoneEncoder, phone_training_pair, train_phone_encoder
 from .gpt import Text2SemanticGPT
 from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder, VOCODER_SR
 from .sovits import length_mask
@@ -286,11 +287,8 @@ def nano_items(nano_dir=None, corpus: bool = True) -> list[tuple[str, str, str]]
 
 def _aligned_frames(item) -> tuple[torch.Tensor, torch.Tensor] | None:
     "(MFCC frames [39, F], phone ids [F]) of one (path, speaker, text) utterance; None when pocketsphinx cannot align it."
-    wav = load_audio(item[0], NANO_RATE)
-    try: alignment = align_phones(wav, item[2])
+    try: return phone_training_pair(load_audio(item[0], NANO_RATE), item[2])
     except TextError: return None
-    m = MFCCEncoder().features(wav)[0]
-    return m, phone_targets(alignment, m.shape[-1])
 
 def nano_phone_encoder(items: Sequence, out_file=None, steps: int = 1500, seed: int = 0, workers: int = 2, log=None) -> PhoneEncoder:
     """Chapter 05's `PhoneEncoder`, trained on the utterances (path, speaker, text): each one force-aligned by pocketsphinx
@@ -507,8 +505,9 @@ def guided_attention_penalty(attn: torch.Tensor, phone_lengths: torch.Tensor, to
     return (attn * (w * real)[:, None]).sum() / (real.any(-1).sum() * H).clamp(min=1)
 
 
-def phone_attention(gpt: Text2SemanticGPT, layers, n_phones: int, phone_lengths: torch.Tensor) -> tuple[list, list]:
-    "Forward hooks that collect, for each of `layers`, the audio positions' attention over the phones [B, H, T, N] -> (store, handles)."
+@contextmanager
+def phone_attention(gpt: Text2SemanticGPT, layers, n_phones: int, phone_lengths: torch.Tensor):
+    "While inside: forward hooks collect, for each of `layers`, the audio positions' attention over the phones [B, H, T, N] (yields that list)."
     store, handles = [], []
     def hook(m, args, out):
         x = args[0]
@@ -518,7 +517,9 @@ def phone_attention(gpt: Text2SemanticGPT, layers, n_phones: int, phone_lengths:
         pad = torch.arange(n_phones, device=x.device)[None] >= phone_lengths[:, None]                    # [B, N]
         store.append(s.masked_fill(pad[:, None, None], float("-inf")).softmax(-1))
     for i in layers: handles.append(gpt.h.layers[i].self_attn.register_forward_hook(hook))
-    return store, handles
+    try: yield store
+    finally:
+        for h in handles: h.remove()
 
 
 class NanoGPTTrainer(Trainer):
@@ -542,13 +543,11 @@ class NanoGPTTrainer(Trainer):
         pairs, _ = self.stream.next()
         batch = collate_gpt(gpt_examples(self.data, pairs), self.gpt.config.bert_dim, self.gpt.config.EOS)
         cfg, extra = self.config, {}
-        if cfg.guided_attention > 0:                      # collect the chosen layers' attention during the forward pass
-            plen = batch["phone_lengths"].to(self.device)
-            store, handles = phone_attention(self.gpt, cfg.guided_layers, batch["phones"].shape[1], plen)
-        try: out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=cfg.token_noise)
-        finally:
-            if cfg.guided_attention > 0:
-                for h in handles: h.remove()
+        plen = batch["phone_lengths"].to(self.device)
+        watch = (phone_attention(self.gpt, cfg.guided_layers, batch["phones"].shape[1], plen) if cfg.guided_attention > 0
+                 else nullcontext([]))                    # the chosen layers' attention, collected during the forward pass
+        with watch as store:
+            out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=cfg.token_noise)
         loss = out["loss"] / out["n"]
         if cfg.guided_attention > 0:
             slen = batch["semantic_lengths"].to(self.device) + 1                # the tokens and the EOS step

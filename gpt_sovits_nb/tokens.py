@@ -22,7 +22,7 @@ __all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S',
            'ssl_frames', 'n_tokens', 'check_frame_rate', 'reference_ssl_input', 'SSLEncoder', 'tiny_random_hubert',
            'nearest_code', 'mfcc_frames', 'pool_frames', 'fit_kmeans', 'KMeansTokenizer', 'MFCCEncoder', 'plot_tokens',
            'token_span', 'token_audio', 'code_usage', 'usage_perplexity', 'align_phones', 'phone_labels',
-           'token_phone_stats', 'PhoneEncoder', 'phone_targets', 'train_phone_encoder']
+           'token_phone_stats', 'PhoneEncoder', 'phone_targets', 'phone_training_pair', 'train_phone_encoder']
 
 # %% ../nbs/05_tokens.ipynb #a673ab26
 SSL_SR = 16000        # HuBERT's sample rate
@@ -490,6 +490,13 @@ def phone_targets(alignment: Sequence, n_frames: int) -> torch.Tensor:
     "The `PHONES_EN` id of the phone at the centre of each of `n_frames` 50 Hz frames (unknown sounds and gaps: SIL)."
     index = {p: i for i, p in enumerate(PHONES_EN)}
     return torch.tensor([index.get(re.sub(r"\d", "", p), 0) for p in phone_labels(alignment, n_frames, SSL_RATE)], dtype=torch.long)
+
+
+def phone_training_pair(wav16k: torch.Tensor, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    "One training example for `PhoneEncoder`: (MFCC frames [39, F], phone ids [F]) of `wav16k` [1, S] force-aligned to `text` (TextError if it cannot be)."
+    alignment = align_phones(wav16k, text)
+    m = MFCCEncoder().features(wav16k)[0]
+    return m, phone_targets(alignment, m.shape[-1])
 
 
 def train_phone_encoder(examples: Sequence, steps: int = 1500, batch_size: int = 32, crop: int = 128, lr: float = 2e-3,
