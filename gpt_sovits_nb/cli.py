@@ -8,6 +8,7 @@ import argparse, json, os, sys, time, warnings
 from pathlib import Path
 
 from .core import LANGS, CUT_METHODS                    # the library's lists, not copies of them
+from .hub import WEIGHTS_FOR, cached_weights, hub_cache_dir, hub_offline
 LANG_CHOICES, CUT_CHOICES = LANGS, tuple(CUT_METHODS)
 
 # %% auto #0
@@ -356,7 +357,7 @@ def _info(args, log) -> dict | list:
     "The `info` command: the released weights on this machine, or what the given files are."
     from dataclasses import asdict
     from gpt_sovits_nb.core import GSVError
-    from gpt_sovits_nb.checkpoints import cached_weights, checkpoint_info, hub_cache_dir, hub_offline, WEIGHTS_FOR
+    from gpt_sovits_nb.checkpoints import checkpoint_info
     if args.files:
         rows, failed = [], 0
         for f in args.files:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #3802dec1
 from __future__ import annotations
-import os, random
+import os, random, re
 from dataclasses import dataclass, field, asdict, fields
 from typing import Any, Mapping
 
@@ -16,7 +16,7 @@ __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSIO
            'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
            'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'error_message',
            'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig', 'SoVITSConfig', 'Sampling',
-           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode']
+           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode', 'DocMarkdown']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -255,3 +255,12 @@ def env_flag(name: str) -> bool:
 def fast_mode() -> bool:
     "True when the environment asks for quick, small demos (`GSV_FAST=1`, as the tests and CI set)."
     return env_flag("GSV_FAST")
+
+# %% ../nbs/00_core.ipynb #d96bb144
+class DocMarkdown:
+    "`show_doc`'s renderer: nbdev's markdown for `sym` without the Quarto-only link attributes, so it reads cleanly in JupyterLab and on GitHub."
+    def __init__(self, sym, name: str | None = None, title_level: int = 3):
+        from nbdev.showdoc import BasicMarkdownRenderer
+        self.inner = BasicMarkdownRenderer(sym, name=name, title_level=title_level)
+
+    def _repr_markdown_(self) -> str: return re.sub(r'\)\{target="_blank"[^}]*\}', ")", self.inner._repr_markdown_().replace("#LNone)", ")"))

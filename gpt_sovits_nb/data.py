@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table
+from .hub import hub_offline
 from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR
 from .corpus import ListItem, read_list, write_list
 
@@ -572,7 +573,6 @@ def _whisper_engine(model: str, lang: str, device):
         try:
             _whisper_pipes[key] = _asr_pipeline(model, device)
         except OSError as e:
-            from gpt_sovits_nb.checkpoints import hub_offline
             offline = hub_offline()
             why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else "the Hugging Face hub could not be reached"
             raise WeightsNotFoundError(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .core import ConfigError, AudioError
+from .hub import _cached
 from .audio import resample, check_audio, load_audio
 from .text_en import expand_english
 
@@ -66,7 +67,6 @@ WHISPER_MODEL = "openai/whisper-small"
 
 def whisper_cached(model: str = WHISPER_MODEL) -> bool:
     "Whether the Whisper model's files are in the Hugging Face cache (so it loads without a download)."
-    from gpt_sovits_nb.checkpoints import _cached
     if Path(model).is_dir(): return True
     return bool(_cached(model, "config.json")) and any(_cached(model, f) for f in ("model.safetensors", "pytorch_model.bin"))
 

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device
 from .audio import load_audio, resample
-from .tokens import KMeansTokenizer, PhoneEncoder, phone_training_pair, train_phone_encoder
+from .tokens import KMeansTokenizer, PhoneEncoder, PHONES_EN, phone_training_pair, train_phone_encoder
+from .text import symbol_table
 from .gpt import Text2SemanticGPT
 from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder, VOCODER_SR
 from .sovits import length_mask
@@ -29,8 +30,9 @@ __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERB
            'NANO_SOVITS_FILE', 'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak', 'trim_silence',
            'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder', 'nano_features',
            'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
-           'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'guided_attention_penalty', 'phone_attention',
-           'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
+           'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'phone_classes', 'viterbi_alignment', 'token_alignment',
+           'nano_alignments', 'guided_attention_penalty', 'aligned_attention_loss', 'alignment_targets',
+           'phone_attention', 'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
 
 # %% ../nbs/11a_nano.ipynb #58da23bf
 NAMES = ("Anna Ben Carla David Emma Frank Grace Henry Laura Mark Nina Oscar Paul Rachel Sam Tina Victor Wendy Adam Betty "
@@ -406,8 +408,9 @@ class NanoTrainConfig:
     token_noise: float = 0.0            # share of input tokens replaced by random ones (SoVITS: robustness to the GPT's slips;
                                         # GPT: teacher-forced inputs, so that it reads the phones rather than copy the past)
     ref_frames: int = 0                 # SoVITS: the voice ge is read from a random window of this many mel frames (0: all)
-    guided_attention: float = 0.0       # GPT: weight of the guided-attention penalty (DC-TTS) on `guided_layers` (0: none)
-    guided_layers: tuple = (1, 2)       # GPT: the layers whose audio->phone attention is pulled towards the diagonal
+    aligned_attention: float = 0.0      # GPT: weight of the forced-alignment loss on `attention_heads` (0: none; needs alignments)
+    guided_attention: float = 0.0       # GPT: weight of DC-TTS's guided-attention penalty on `attention_heads` (0: none)
+    attention_heads: tuple = ((1, 0), (2, 0), (3, 0))   # GPT: the (layer, head) pairs whose attention over the phones those shape
     seed: int = 1234
     save_every: int = 250
     keep_last: int = 2
@@ -494,6 +497,61 @@ def gpt_examples(data: NanoData, pairs: Sequence[tuple[int, int]]) -> list[dict]
                     "semantic": torch.cat([data.tokens[k].long() for k in ids])})
     return out
 
+
+# %% ../nbs/11a_nano.ipynb #6c80ccec
+def phone_classes(phones: torch.Tensor, version: str = "v2") -> tuple[np.ndarray, np.ndarray]:
+    """The `PHONES_EN` class of each phone id of a text [N] (stress removed), and whether it may take no time: punctuation and
+    other marks are optional silences (class 0)."""
+    table, index = symbol_table(version), {p: i for i, p in enumerate(PHONES_EN)}
+    classes = [index.get(re.sub(r"\d", "", table[p]), 0) for p in phones.tolist()]
+    return np.array(classes, dtype=np.int64), np.array([c == 0 for c in classes])
+
+def viterbi_alignment(log_probs: torch.Tensor, classes: np.ndarray, optional: np.ndarray) -> torch.Tensor:
+    """The most probable monotonic walk of the phones through the frames: `log_probs` [C, F] (log phone probabilities per frame),
+    the phones' `classes` [N] and which are `optional` [N] -> the phone index of each frame [F] (long). Every phone that is not
+    optional gets at least one frame; silence may come before the first phone and after the last (given to those phones)."""
+    cls = np.concatenate([[0], classes, [0]])                      # states: leading silence, the N phones, trailing silence
+    opt = np.concatenate([[True], optional, [True]]).astype(bool)
+    S, n_frames = len(cls), log_probs.shape[-1]
+    if n_frames < 1 or len(classes) < 1: raise ConfigError("viterbi_alignment: it needs at least one frame and one phone.")
+    emit = log_probs.detach().float().cpu().numpy()[cls]           # [S, F]
+    NEG = -1e30
+    can_start = np.cumprod(np.concatenate([[True], opt[:-1]])).astype(bool)           # every state before it optional
+    can_end = np.cumprod(np.concatenate([[True], opt[::-1][:-1]]))[::-1].astype(bool) # every state after it optional
+    can_skip = np.concatenate([[False, False], opt[1:-1]])                            # from s - 2 when s - 1 is optional
+    score, back = np.where(can_start, emit[:, 0], NEG), np.zeros((n_frames, S), dtype=np.int8)
+    for f in range(1, n_frames):
+        moves = np.stack([score, np.concatenate([[NEG], score[:-1]]), np.where(can_skip, np.concatenate([[NEG, NEG], score[:-2]]), NEG)])
+        back[f] = moves.argmax(0)                                  # 0: stay, 1: next phone, 2: skip an optional one
+        score = moves[back[f], np.arange(S)] + emit[:, f]
+    s, path = int(np.where(can_end, score, NEG).argmax()), np.empty(n_frames, dtype=np.int64)
+    for f in range(n_frames - 1, -1, -1):
+        path[f] = s; s -= int(back[f, s])
+    return torch.from_numpy(np.clip(path - 1, 0, len(classes) - 1))
+
+def token_alignment(frame_phones: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    "The phone index under the middle of each 25 Hz token [n_tokens] (int16), from the phone index of each 50 Hz frame."
+    idx = (torch.arange(n_tokens) * 2 + 1).clamp(max=len(frame_phones) - 1)
+    return frame_phones[idx].to(torch.int16)
+
+def nano_alignments(items: Sequence, data: NanoData, encoder: PhoneEncoder, out_file=None) -> list[torch.Tensor]:
+    """For every utterance (path, speaker, text) of `data`: the phone index of each of its tokens [T] (int16), by Viterbi over
+    `encoder`'s phone probabilities. Cached in `out_file` (a weights-only torch file)."""
+    if out_file is not None and Path(out_file).is_file():
+        saved = torch.load(out_file, weights_only=True)
+        if isinstance(saved, dict) and saved.get("format") == "gpt_sovits_nb.alignments/1" and len(saved["alignments"]) == len(data):
+            return saved["alignments"]                    # anything else (another data set, an old file) is recomputed
+    if len(items) != len(data): raise ConfigError(f"nano_alignments: {len(items)} items but {len(data)} utterances of features.")
+    out = []
+    for (path, _, _), phones, tokens in zip(items, data.phones, data.tokens):
+        with torch.no_grad(): probs = encoder.features(load_audio(path, NANO_RATE))[0]           # [40, F] at 50 Hz
+        frames = viterbi_alignment(probs.clamp_min(1e-5).log(), *phone_classes(phones.long()))
+        out.append(token_alignment(frames, len(tokens)))
+    if out_file is not None:
+        torch.save({"format": "gpt_sovits_nb.alignments/1", "alignments": out}, out_file)
+    return out
+
+# %% ../nbs/11a_nano.ipynb #879c1457
 def guided_attention_penalty(attn: torch.Tensor, phone_lengths: torch.Tensor, token_lengths: torch.Tensor, g: float = 0.2) -> torch.Tensor:
     """DC-TTS's guided attention: `attn` [B, H, T, N] (each audio position's attention over the phones, rows summing to 1) is
     penalised by 1 - exp(-(n/N - t/T)^2 / 2g^2), so that token t of T looks near phone t/T of N; mean over the real positions."""
@@ -505,34 +563,59 @@ def guided_attention_penalty(attn: torch.Tensor, phone_lengths: torch.Tensor, to
     return (attn * (w * real)[:, None]).sum() / (real.any(-1).sum() * H).clamp(min=1)
 
 
+def aligned_attention_loss(attn: torch.Tensor, targets: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    "`attn` [B, H, T, N] over the phones, `targets` [B, T'] (the phone each position should look at; -1: none) -> mean -log attention on it."
+    B, H, T, N = attn.shape
+    t = F.pad(targets, (0, max(0, T - targets.shape[1])), value=-1)[:, :T].to(attn.device)
+    on = attn.gather(-1, t.clamp(min=0)[:, None, :, None].expand(B, H, T, 1))[..., 0]           # [B, H, T]
+    scored = (t >= 0)[:, None].expand(B, H, T)
+    return -(on + eps).log()[scored].mean() if scored.any() else attn.sum() * 0
+
+def alignment_targets(alignments: Sequence[torch.Tensor], data: NanoData, pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    "For a batch of `gpt_plan` pairs: the phone the input at each position should attend to [B, T] (-1 past the end)."
+    rows = []
+    for i, j in pairs:
+        a = alignments[i].long()
+        if j >= 0: a = torch.cat([a, alignments[j].long() + len(data.phones[i])])   # the second utterance's phones come after
+        rows.append(torch.cat([a[1:], a[-1:]]))                                       # position k predicts token k + 1
+    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=torch.long)
+    for b, r in enumerate(rows): out[b, : len(r)] = r
+    return out
+
 @contextmanager
-def phone_attention(gpt: Text2SemanticGPT, layers, n_phones: int, phone_lengths: torch.Tensor):
-    "While inside: forward hooks collect, for each of `layers`, the audio positions' attention over the phones [B, H, T, N] (yields that list)."
+def phone_attention(gpt: Text2SemanticGPT, heads: Sequence[tuple[int, int]], n_phones: int, phone_lengths: torch.Tensor):
+    """While inside: forward hooks collect, for each (layer, head) in `heads`, the audio positions' attention over the phones
+    [B, 1, T, N] (yields that list)."""
     store, handles = [], []
-    def hook(m, args, out):
-        x = args[0]
-        B, L, D = x.shape
-        q, k, _ = F.linear(x, m.in_proj_weight, m.in_proj_bias).view(B, L, 3, m.heads, D // m.heads).permute(2, 0, 3, 1, 4)
-        s = q[:, :, n_phones:] @ k[:, :, :n_phones].transpose(-1, -2) / math.sqrt(D // m.heads)         # [B, H, T, N]
-        pad = torch.arange(n_phones, device=x.device)[None] >= phone_lengths[:, None]                    # [B, N]
-        store.append(s.masked_fill(pad[:, None, None], float("-inf")).softmax(-1))
-    for i in layers: handles.append(gpt.h.layers[i].self_attn.register_forward_hook(hook))
+    def hook_for(h):
+        def hook(m, args, out):
+            x, D = args[0], args[0].shape[-1]
+            d = D // m.heads
+            q_rows, k_rows = slice(h * d, (h + 1) * d), slice(D + h * d, D + (h + 1) * d)      # this head's query and key weights
+            q = F.linear(x[:, n_phones:], m.in_proj_weight[q_rows], m.in_proj_bias[q_rows])   # [B, T, d]
+            k = F.linear(x[:, :n_phones], m.in_proj_weight[k_rows], m.in_proj_bias[k_rows])   # [B, N, d]
+            pad = torch.arange(n_phones, device=x.device)[None] >= phone_lengths.to(x.device)[:, None]   # [B, N]
+            store.append((q @ k.transpose(-1, -2) / math.sqrt(d)).masked_fill(pad[:, None], float("-inf")).softmax(-1)[:, None])
+        return hook
+    for layer, h in heads: handles.append(gpt.h.layers[layer].self_attn.register_forward_hook(hook_for(h)))
     try: yield store
     finally:
-        for h in handles: h.remove()
+        for handle in handles: handle.remove()
 
-
+# %% ../nbs/11a_nano.ipynb #882a97b8
 class NanoGPTTrainer(Trainer):
     "Trains a nano `Text2SemanticGPT` from scratch on NanoData (next-token cross-entropy, AdamW), resumable."
     kind = "gpt"
 
     def __init__(self, gpt: Text2SemanticGPT, data: NanoData, run_dir, config: NanoTrainConfig | None = None, device="auto",
-                 vocoder: MelSoVITS | None = None):
+                 vocoder: MelSoVITS | None = None, alignments: Sequence[torch.Tensor] | None = None):
         super().__init__(run_dir, config or NanoTrainConfig(steps=3000, lr=1e-3, warmup_steps=300), device)
         cfg = self.config
-        self.gpt, self.data, self.vocoder = gpt.to(self.device).train(), data, vocoder
+        self.gpt, self.data, self.vocoder, self.alignments = gpt.to(self.device).train(), data, vocoder, alignments
         if gpt.config.EOS != data.n_units:
             raise ConfigError(f"The GPT writes {gpt.config.EOS} token ids but the features have {data.n_units}: build it with nano_models(tokenizer).")
+        if cfg.aligned_attention > 0 and (alignments is None or len(alignments) != len(data)):
+            raise ConfigError("aligned_attention > 0 needs one alignment per utterance: pass alignments=nano_alignments(items, data, encoder).")
         self.stream = BatchStream(lambda e: gpt_plan(data, cfg.batch_size, cfg.pair_share, e, cfg.seed))
         self.optim = torch.optim.AdamW(self.gpt.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.sched = WarmupCosine(self.optim, cfg.lr / 100, cfg.lr, cfg.lr / 20, cfg.warmup_steps, cfg.steps)
@@ -544,15 +627,20 @@ class NanoGPTTrainer(Trainer):
         batch = collate_gpt(gpt_examples(self.data, pairs), self.gpt.config.bert_dim, self.gpt.config.EOS)
         cfg, extra = self.config, {}
         plen = batch["phone_lengths"].to(self.device)
-        watch = (phone_attention(self.gpt, cfg.guided_layers, batch["phones"].shape[1], plen) if cfg.guided_attention > 0
-                 else nullcontext([]))                    # the chosen layers' attention, collected during the forward pass
+        shaped = cfg.aligned_attention > 0 or cfg.guided_attention > 0
+        watch = (phone_attention(self.gpt, cfg.attention_heads, batch["phones"].shape[1], plen) if shaped
+                 else nullcontext([]))                    # the chosen heads' attention, collected during the forward pass
         with watch as store:
             out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=cfg.token_noise)
         loss = out["loss"] / out["n"]
+        if cfg.aligned_attention > 0:
+            targets = alignment_targets(self.alignments, self.data, pairs)
+            al = sum(aligned_attention_loss(a, targets) for a in store) / len(store)
+            loss, extra["loss/aligned"] = loss + cfg.aligned_attention * al, al.item()
         if cfg.guided_attention > 0:
             slen = batch["semantic_lengths"].to(self.device) + 1                # the tokens and the EOS step
             ga = sum(guided_attention_penalty(a, plen, slen) for a in store) / len(store)
-            loss, extra = loss + cfg.guided_attention * ga, {"loss/guided": ga.item()}
+            loss, extra["loss/guided"] = loss + cfg.guided_attention * ga, ga.item()
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         gn = grad_norm(self.gpt.parameters())
@@ -595,12 +683,18 @@ class NanoGPTTrainer(Trainer):
 # %% ../nbs/11a_nano.ipynb #03eda165
 NANO_GPT_FILE, NANO_SOVITS_FILE = "nano_gpt.ckpt", "nano_sovits.pth"
 
-def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "") -> tuple[Path, Path]:
+def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "", temperature: float = 1.0) -> tuple[Path, Path]:
     """Write the nano pair as official-format files out_dir/nano_gpt.ckpt and out_dir/nano_sovits.pth (float16); returns their paths.
-    They load here (and `gsv-nb info` names them), not in the official WebUI, which has no mel decoder."""
+    `temperature` is folded into the GPT's output layer (its logits divided by it). They load here (and `gsv-nb info` names
+    them), not in the official WebUI, which has no mel decoder."""
     from gpt_sovits_nb.checkpoints import save_gpt, save_sovits
+    if not 0 < temperature <= 5: raise ConfigError(f"temperature={temperature}: expected a number in (0, 5] (1 = the model as trained).")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    ckpt = gpt.to_checkpoint_dict(half=True)
+    ckpt = gpt.to_checkpoint_dict(half=False)
+    for k in ("model.ar_predict_layer.weight", "model.ar_predict_layer.bias"):
+        if k in ckpt["weight"]: ckpt["weight"][k] = ckpt["weight"][k] / temperature
+    ckpt["weight"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["weight"].items()}
+    if temperature != 1: info = f"{info}{', ' if info else ''}temperature {temperature:g} folded into the output layer"
     ckpt["config"]["model"]["version"] = NANO
     ckpt["config"]["data"]["pad_val"] = gpt.config.EOS
     g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + info if info else ''}")
@@ -609,12 +703,12 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
 
 # %% ../nbs/11a_nano.ipynb #a74dd062
 NANO_RECIPES = {
-    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, phone_steps=1500,
+    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, phone_steps=1500, temperature=0.6,
                 sovits=NanoTrainConfig(steps=1800, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
-                gpt=NanoTrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3)),
-    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, phone_steps=3000,
+                gpt=NanoTrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3, aligned_attention=1.0)),
+    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, phone_steps=3000, temperature=0.6,
                 sovits=NanoTrainConfig(steps=6000, batch_size=32, lr=1e-3, warmup_steps=500, ref_frames=200),
-                gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3)),
+                gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3, aligned_attention=1.0)),
 }
 "The training recipes: 'cpu' (the shipped files, under an hour on two cores) and 'gpu' (bigger models, about 30 minutes on a T4)."
 
@@ -642,8 +736,12 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
     if sovits_steps is not None: scfg.steps = int(sovits_steps)
     if gpt_steps is not None: gcfg.steps = int(gpt_steps)
     trained = {}
+    if gcfg.aligned_attention > 0 and encoder is None:
+        raise ConfigError("The recipe's GPT learns from forced alignments, which need the phone encoder: use phone_steps > 0.")
+    alignments = (nano_alignments(items, data, encoder, work / "alignment.pt") if gcfg.aligned_attention > 0 else None)
+    if alignments is not None: log(f"{stamp()} forced alignments of {len(alignments)} utterances (phone encoder + Viterbi)")
     for name, make, steps in (("sovits", lambda: MelSoVITSTrainer(sovits, data, work / "sovits", scfg, device), scfg.steps),
-                              ("gpt", lambda: NanoGPTTrainer(gpt, data, work / "gpt", gcfg, device), gcfg.steps)):
+                              ("gpt", lambda: NanoGPTTrainer(gpt, data, work / "gpt", gcfg, device, alignments=alignments), gcfg.steps)):
         trainer = make()
         start = trainer.resume()
         log(f"{stamp()} {name}: step {start} of {steps}" + (f" (resumed from {trainer.resumed_from.name})" if start else ""))
@@ -654,7 +752,8 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
             log(f"{stamp()} {name} step {trainer.step}/{steps}: {key} {sum(recent) / max(len(recent), 1):.4f}, "
                 f"{trainer.seconds / max(trainer.step, 1):.2f} s/step")
         trained[name] = trainer.seconds / 60
-    paths = export_nano(gpt, sovits, work / "export", info=f"recipe {recipe}, {scfg.steps} SoVITS + {gcfg.steps} GPT steps")
+    paths = export_nano(gpt, sovits, work / "export", info=f"recipe {recipe}, {scfg.steps} SoVITS + {gcfg.steps} GPT steps",
+                        temperature=r.get("temperature", 1.0))
     (work / "summary.json").write_text(json.dumps({"recipe": recipe, "steps": {"sovits": scfg.steps, "gpt": gcfg.steps},
                                                    "minutes": {"data": round(data_minutes, 2), **{k: round(v, 2) for k, v in trained.items()}},
                                                    "data": repr(data)}, indent=1))
@@ -674,6 +773,10 @@ def nano_model_card(gpt_file, sovits_file, data: NanoData, recipe: str, summary:
               if enc is not None else f"{data.n_units} k-means units over MFCC frames at 25 Hz (`KMeansTokenizer`, fitted on 400 utterances)")
     spk = sorted(set(data.speakers))
     pct = lambda x: f"{100 * x:.1f} %"
+    gcfg, temp = NANO_RECIPES[recipe]["gpt"], NANO_RECIPES[recipe].get("temperature", 1.0)
+    folded = f", which fold in a temperature of {temp:g} (`export_nano`)" if temp != 1 else ""
+    gpt_extra = (f"; forced-alignment loss on {len(gcfg.attention_heads)} attention heads, weight {gcfg.aligned_attention:g}"
+                 if gcfg.aligned_attention > 0 else "")
     return f"""# The nano GPT-SoVITS model
 
 A small GPT-SoVITS trained from scratch by `gpt_sovits_nb` (chapter 11a, `tools/train_nano.py`, recipe `{recipe}`), shipped
@@ -700,7 +803,7 @@ Tokens: {tokens}.
 | stage | steps | batch | time on the training machine |
 |---|---|---|---|
 | SoVITS (L1 on the mel, AdamW) | {steps["sovits"]} | {NANO_RECIPES[recipe]["sovits"].batch_size} | {train_minutes["sovits"]:.1f} min |
-| GPT (next-token cross-entropy, AdamW) | {steps["gpt"]} | {NANO_RECIPES[recipe]["gpt"].batch_size} | {train_minutes["gpt"]:.1f} min |
+| GPT (next-token cross-entropy{gpt_extra}, AdamW) | {steps["gpt"]} | {NANO_RECIPES[recipe]["gpt"].batch_size} | {train_minutes["gpt"]:.1f} min |
 
 Both stages together: {train_minutes["sovits"] + train_minutes["gpt"]:.1f} minutes of training (plus
 {train_minutes.get("data", 0):.1f} minutes to speak and featurise the data), on 2 CPU cores, float32.
@@ -708,7 +811,8 @@ Both stages together: {train_minutes["sovits"] + train_minutes["gpt"]:.1f} minut
 ## Measured quality
 
 On the corpus's held-out sentences spoken in each of the six training voices ({summary["outputs"]} clones; each reference
-a 3-10 s training clip of that voice; default sampling: top-k 15, temperature 1, seed = request number), measured by
+a 3-10 s training clip of that voice; the default sampling, top-k 15 and temperature 1 over the exported logits{folded}, seed =
+request number), measured by
 `gpt_sovits_nb.eval.evaluate`:
 
 | measure | nano model | the real voices (same sentences) |

@@ -14,6 +14,7 @@ import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
+from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
@@ -47,7 +48,7 @@ class ModelPaths:
 def model_paths(version: str = "v2", gpt=None, sovits=None, hubert=None, bert=None, sv=None, local_dir=None,
                 need_bert: bool = True) -> ModelPaths:
     "Paths of a complete model set: the ones given, the rest from the released weights of `version` (local_dir, cache, hub)."
-    from gpt_sovits_nb.checkpoints import WEIGHTS_FOR, pretrained_weights, nano_weights
+    from gpt_sovits_nb.checkpoints import nano_weights
     if version == NANO:
         g, s = nano_weights()
         return ModelPaths(gpt=Path(gpt) if gpt else g, sovits=Path(sovits) if sovits else s, hubert=None, bert=bert)
@@ -69,7 +70,6 @@ def model_paths(version: str = "v2", gpt=None, sovits=None, hubert=None, bert=No
 # %% ../nbs/09_pipeline.ipynb #b0fb4ba4
 def released_available(version: str = DEFAULT_VERSION, local_dir=None) -> bool:
     "Whether the released files of `version` are on disk (local_dir, HF cache) or can be downloaded now (not offline, hub reachable)."
-    from gpt_sovits_nb.checkpoints import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable
     names = [n for k, n in WEIGHTS_FOR[check_version(version)].items() if k != "bert"]
     def on_disk(w):
         return all(_cached(w.repo_id, f"{w.filename}/{f}" if w.files else w.filename, local_dir=local_dir) for f in (w.files or [None]))

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
+from .hub import pretrained_weights
 from .audio import SR_SOVITS, check_audio, load_audio, resample
 
 # %% auto #0
@@ -22,7 +23,8 @@ __all__ = ['SV_SR', 'SV_FRAME', 'SV_SHIFT', 'SV_NFFT', 'SV_MELS', 'SV_DIM', 'RES
            'AttentionalFusion', 'Res2Block', 'ERes2NetV2', 'sv_waveform', 'SVEncoder', 'voice_encoder',
            'speaker_embedding', 'embed_clips', 'cosine', 'speaker_similarity', 'similarity_matrix', 'within_between',
            'nearest_speaker_accuracy', 'project_2d', 'plot_similarity_matrix', 'plot_projection', 'decode_upload',
-           'clip_from_bytes', 'compare_clips', 'similarity_figure', 'in_colab', 'record_clip', 'speaker_widget']
+           'clip_from_bytes', 'compare_clips', 'similarity_figure', 'in_colab', 'record_clip', 'default_pick',
+           'speaker_widget']
 
 # %% ../nbs/04_speaker.ipynb #2c10e24e
 def pick_voices(n_speakers: int = 4, per_speaker: int = 3, kind: str = "real", split: str | None = None) -> list:
@@ -227,8 +229,7 @@ class SVEncoder:
 
     @classmethod
     def from_pretrained(cls, local_dir=None, device="cpu", dtype: torch.dtype = torch.float32) -> "SVEncoder":
-        "The released SV checkpoint, from `local_dir`/sv/..., the Hugging Face cache, or a download (see chapter 08, checkpoints)."
-        from gpt_sovits_nb.checkpoints import pretrained_weights
+        "The released SV checkpoint, from `local_dir`/sv/..., the Hugging Face cache, or a download (see chapter 00a, hub)."
         return cls.from_file(pretrained_weights("sv", local_dir=local_dir), device=device, dtype=dtype)
 
     @property
@@ -463,8 +464,18 @@ def record_clip(seconds: float = 5.0) -> tuple[np.ndarray, int]:
     return clip_from_bytes("recording.wav", data)
 
 # %% ../nbs/04_speaker.ipynb #be536072
+def default_pick(clips: Sequence, per_speaker: int = 2, speakers: int = 3) -> tuple[int, ...]:
+    "Indices of `per_speaker` clips of each of the first `speakers` voices in `clips`: a first comparison that shows within- and between-voice scores."
+    chosen, seen = [], {}
+    for i, c in enumerate(clips):
+        if c.speaker not in seen and len(seen) >= speakers: continue
+        seen[c.speaker] = seen.get(c.speaker, 0) + 1
+        if seen[c.speaker] <= per_speaker: chosen.append(i)
+    return tuple(chosen)
+
 def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float = 5.0):
-    "Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the corpus)."
+    """Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the
+    corpus); two clips of each of three voices start picked (`default_pick`)."""
     import ipywidgets as W
     from gpt_sovits_nb.audio import show_figure   # a PNG: a bare display(Figure) shows only text in a fresh kernel
     if corpus_clips is None:
@@ -472,7 +483,8 @@ def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float =
         corpus_clips = load_corpus()
     options = [(f"{c.speaker} / {Path(c.path).stem}", i) for i, c in enumerate(corpus_clips)]
     upload = W.FileUpload(accept="audio/*", multiple=True, description="Upload clips")
-    pick = W.SelectMultiple(options=options, rows=8, description="Corpus", layout=W.Layout(width="420px"))
+    pick = W.SelectMultiple(options=options, value=default_pick(corpus_clips), rows=8, description="Corpus",
+                            layout=W.Layout(width="420px"))
     record = W.Button(description=f"Record {record_seconds:g} s", icon="microphone")
     compare = W.Button(description="Compare", button_style="primary")
     status, out = W.HTML(), W.Output()

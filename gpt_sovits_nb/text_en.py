@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import GSVError, TextError, WeightsNotFoundError
+from .hub import hub_offline
 from .text import PUNCTUATION, symbol_ids
 
 # %% auto #0
@@ -208,7 +209,6 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 def _fetch_reference_quietly(dest: Path) -> Path | None:
     "First use online: download the reference's files into `dest` (tried once per process); None when offline, unreachable or corrupt."
-    from gpt_sovits_nb.checkpoints import hub_offline
     if hub_offline() or str(dest) in _fetch_tried: return None
     _fetch_tried.add(str(dest))
     if not _reachable("raw.githubusercontent.com"): return None
@@ -281,7 +281,6 @@ def english_dictionary() -> dict[str, list[str]]:
 # %% ../nbs/02b_text_en.ipynb #9bcf6467
 def download_english_dictionaries(dest=None) -> Path:
     "Fetch the reference's cmudict.rep, cmudict-fast.rep and engdict-hot.rep into `dest` (default: the cache's reference/)."
-    from gpt_sovits_nb.checkpoints import hub_offline
     dest = Path(dest) if dest is not None else cache_dir() / "reference"
     missing = [n for n in REFERENCE_FILES if not (dest / n).is_file()]
     if not missing: return dest

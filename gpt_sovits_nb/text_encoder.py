@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from .core import CheckpointError, ConfigError, TextError, WeightsNotFoundError, default_dtype, get_device
+from .hub import pretrained_weights
 
 # %% auto #0
 __all__ = ['WEIGHT_FILES', 'SPECIAL_TOKENS', 'BERT_HOW_TO_GET', 'CJK_FONTS', 'hf_model_dir', 'quiet_transformers',
@@ -105,7 +106,7 @@ def expand_to_phones(char_features: torch.Tensor, word2ph: Sequence[int]) -> tor
     counts = torch.as_tensor(list(word2ph), dtype=torch.long, device=char_features.device)
     return torch.repeat_interleave(char_features, counts, dim=0).T
 
-BERT_HOW_TO_GET = ("Get chinese-roberta-wwm-ext-large (about 650 MB) with `gpt_sovits_nb.checkpoints.pretrained_weights('bert')`, "
+BERT_HOW_TO_GET = ("Get chinese-roberta-wwm-ext-large (about 650 MB) with `gpt_sovits_nb.hub.pretrained_weights('bert')`, "
                    "which downloads it from huggingface.co/lj1995/GPT-SoVITS into the Hugging Face cache, or download the "
                    "folder chinese-roberta-wwm-ext-large (config.json, tokenizer.json, pytorch_model.bin) from there yourself "
                    "and pass its path.")
@@ -123,7 +124,6 @@ class BertFeaturizer:
     def from_pretrained(cls, path=None, device="cpu", half: bool | None = None) -> "BertFeaturizer":
         "Load a BERT folder (tokenizer + masked-LM weights); `path=None` fetches the released chinese-roberta-wwm-ext-large."
         if path is None:
-            from gpt_sovits_nb.checkpoints import pretrained_weights
             path = pretrained_weights("bert")
         path = hf_model_dir(path, "BERT model", BERT_HOW_TO_GET, one_of=(WEIGHT_FILES, ("tokenizer.json", "vocab.txt")))
         from transformers import AutoModelForMaskedLM, AutoTokenizer

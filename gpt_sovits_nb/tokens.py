@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError
+from .hub import pretrained_weights
 from .audio import check_audio, load_audio, resample
 from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_transformers
 
@@ -71,7 +72,7 @@ def reference_ssl_input(wav_or_path, sr: int | None = None, name: str | None = N
     return torch.cat([wav, wav.new_zeros(1, REF_PAD)], dim=1)
 
 # %% ../nbs/05_tokens.ipynb #f231514c
-HUBERT_HOW_TO_GET = ("Get chinese-hubert-base (about 190 MB) with `gpt_sovits_nb.checkpoints.pretrained_weights('hubert')`, which "
+HUBERT_HOW_TO_GET = ("Get chinese-hubert-base (about 190 MB) with `gpt_sovits_nb.hub.pretrained_weights('hubert')`, which "
                      "downloads it from huggingface.co/lj1995/GPT-SoVITS into the Hugging Face cache, or download the folder "
                      "chinese-hubert-base (config.json, preprocessor_config.json, pytorch_model.bin) from there yourself and pass its path.")
 
@@ -98,7 +99,6 @@ class SSLEncoder:
     def from_pretrained(cls, path=None, device="cpu", half: bool | None = None) -> "SSLEncoder":
         "Load a HuBERT folder (float32; half on CUDA); `path=None` fetches the released chinese-hubert-base."
         if path is None:
-            from gpt_sovits_nb.checkpoints import pretrained_weights
             path = pretrained_weights("hubert")
         path = hf_model_dir(path, "HuBERT model", HUBERT_HOW_TO_GET)
         from transformers import HubertModel

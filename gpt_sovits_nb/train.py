@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro, plain,
                                 seed_everything)
+from .hub import HF_REPO, hub_file
 from .audio import spec_to_mel, mel_spectrogram, figure_png
 from .data import load_feature, file_hash
 from .sovits import LRELU_SLOPE, WeightNorm, WNConv1d
@@ -316,8 +317,7 @@ PRETRAINED_DISCRIMINATORS = {"v1": "s2D488k.pth", "v2": "gsv-v2final-pretrained/
 "The released discriminators in lj1995/GPT-SoVITS (the web UI's pretrained_s2D: the s2G file name with G -> D)."
 
 def pretrained_discriminator(version: str, local_dir=None) -> Path:
-    "Path of the released s2D file of `version`: local_dir, the Hugging Face cache, or a download (see checkpoints.hub_file)."
-    from gpt_sovits_nb.checkpoints import hub_file, HF_REPO
+    "Path of the released s2D file of `version`: local_dir, the Hugging Face cache, or a download (see hub.hub_file, chapter 00a)."
     return hub_file(HF_REPO, PRETRAINED_DISCRIMINATORS[check_version(version)], local_dir=local_dir)
 
 def load_discriminator(path, version: str, device="cpu") -> MultiPeriodDiscriminator:

@@ -1,8 +1,13 @@
-"""Helpers to run the golden fixtures (tests/fixtures/golden, copied from ../shared/golden; never edited).
+"""The one loader of the golden fixtures (tests/fixtures/golden, copied from ../shared/golden; never edited),
+used by the tests and by the chapters that show them (04, 06, 07, 08).
 
 Each case folder holds case.json (the call, the model, the inputs, the expected output and its tolerance),
-inputs.npz and expected.npz. Model files are stored gzip-compressed: `materialize` decompresses them into a
-temporary folder with the relative paths kept, so HF folders look like the released ones.
+inputs.npz and expected.npz. Model files are stored gzip-compressed: `materialize` (a case's model) and
+`model_file` (any one file) decompress them into a temporary folder with the relative paths kept, so HF folders
+look like the released ones. `manifest` reads the key lists of the released checkpoints.
+
+Tests import it directly (conftest.py puts tests/ on sys.path); a notebook finds the repository, puts its tests/
+folder on sys.path and does `import golden`. The library itself never looks for this folder.
 """
 from __future__ import annotations
 import gzip, json, shutil
@@ -31,16 +36,26 @@ def _gunzip(src: Path, dst: Path):
         shutil.copyfileobj(f, g)
 
 
+def model_file(rel: str, tmp: Path, compressed: bool = True) -> Path:
+    "Decompress (or copy, when not `compressed`) the golden file `rel` (e.g. 'models/gpt/gptA1_v2_fp32.ckpt') to `tmp`/`rel`, once."
+    dst = Path(tmp) / rel
+    if not dst.exists():
+        src = GOLDEN / (rel + (".gz" if compressed else ""))
+        _gunzip(src, dst) if compressed else (dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
+    return dst
+
+
+def manifest(name: str) -> dict:
+    "{key: [shape, dtype]} of every tensor of a released checkpoint (manifests/`name`.json, e.g. 'sovits_v2Pro')."
+    return json.loads((GOLDEN / "manifests" / f"{name}.json").read_text(encoding="utf-8"))["tensors"]
+
+
 def materialize(case: dict, tmp: Path) -> Path:
     "Decompress the case's model (file or folder) under `tmp`; return the logical path (file, or folder)."
     m = case["model"]
     tmp = Path(tmp)
     if "file" in m:
-        dst = tmp / m["file"]
-        if not dst.exists():
-            src = GOLDEN / (m["file"] + (".gz" if m.get("gzip") else ""))
-            _gunzip(src, dst) if m.get("gzip") else (dst.parent.mkdir(parents=True, exist_ok=True), shutil.copy(src, dst))
-        return dst
+        return model_file(m["file"], tmp, compressed=bool(m.get("gzip")))
     src_dir, dst_dir = GOLDEN / m["dir"], tmp / m["dir"]
     if not dst_dir.exists():
         dst_dir.mkdir(parents=True)

@@ -1,17 +1,16 @@
 """Checkpoint files: safe loading (malicious pickles refused, nothing run), damaged files, version detection,
-saving in the official formats, the golden fixture files, and the hub cache / offline behaviour."""
+saving in the official formats and the golden fixture files. The hub cache / offline behaviour: test_hub.py."""
 from __future__ import annotations
-import gzip, io, os, pickle, shutil, subprocess, sys, zipfile
+import io, os, pickle, subprocess, sys, zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 
-from gpt_sovits_nb.core import CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, GSVError, plain
+from gpt_sovits_nb.core import CheckpointError, UnsafeCheckpointError, GSVError, plain
 from gpt_sovits_nb import checkpoints as C
-
-GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "models"
+from golden import model_file
 
 # file -> (kind, version, dtype of the weights, config type, first two bytes)
 GOLDEN_FILES = {
@@ -28,14 +27,7 @@ GOLDEN_FILES = {
 def golden(tmp_path_factory):
     "The golden model files, decompressed once: {relative name: path}."
     root = tmp_path_factory.mktemp("golden_ckpt")
-    out = {}
-    for rel in GOLDEN_FILES:
-        dst = root / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with gzip.open(GOLDEN / (rel + ".gz"), "rb") as f, open(dst, "wb") as g:
-            shutil.copyfileobj(f, g)
-        out[rel] = dst
-    return out
+    return {rel: model_file(f"models/{rel}", root) for rel in GOLDEN_FILES}
 
 
 def _torch_load_trusted(path: Path):
@@ -342,78 +334,6 @@ def test_load_and_save_sovits_model(golden, tmp_path, rel):
     ref, _ = C.read_checkpoint(golden[rel])
     back, _ = C.read_checkpoint(out)
     assert set(back["weight"]) == set(ref["weight"])          # same keys as the official saver wrote
-
-
-# ---------------------------------------------------------------------------------------------- hub
-@pytest.fixture
-def hf_env(tmp_path, monkeypatch):
-    home = tmp_path / "hf_home"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    return home
-
-
-def _put_in_cache(home: Path, filename: str, data: bytes, repo="lj1995/GPT-SoVITS", commit="a" * 40):
-    root = home / "hub" / ("models--" + repo.replace("/", "--"))
-    f = root / "snapshots" / commit / filename
-    f.parent.mkdir(parents=True, exist_ok=True)
-    f.write_bytes(data)
-    (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
-    return f
-
-
-def test_hub_offline_missing(hf_env, tmp_path):
-    assert C.hub_cache_dir() == hf_env / "hub" and C.hub_offline()
-    with pytest.raises(WeightsNotFoundError) as e:
-        C.hub_file("lj1995/GPT-SoVITS", "v2Pro/s2Gv2Pro.pth")
-    msg = str(e.value)
-    assert "v2Pro/s2Gv2Pro.pth" in msg and str(hf_env / "hub") in msg and "HF_HUB_OFFLINE" in msg
-    assert "https://huggingface.co/lj1995/GPT-SoVITS/resolve/main/v2Pro/s2Gv2Pro.pth" in msg and "local_dir" in msg
-    local = tmp_path / "pretrained_models"
-    with pytest.raises(WeightsNotFoundError) as e:
-        C.pretrained_weights("sovits-v2", local_dir=local)
-    assert str(local / "gsv-v2final-pretrained" / "s2G2333k.pth") in str(e.value)
-    with pytest.raises(WeightsNotFoundError, match="Unknown weights name"): C.pretrained_weights("sovits-v4")
-    assert not any(r["cached"] for r in C.cached_weights())
-    assert isinstance(e.value, GSVError)
-
-
-def test_hub_cache_hits(hf_env, tmp_path):
-    f = _put_in_cache(hf_env, "sv/pretrained_eres2netv2w24s4ep4.ckpt", b"x" * 10)
-    assert C.hub_file("lj1995/GPT-SoVITS", "sv/pretrained_eres2netv2w24s4ep4.ckpt") == f
-    assert C.pretrained_weights("sv") == f
-    # a folder model counts only when all its files are there
-    _put_in_cache(hf_env, "chinese-hubert-base/config.json", b"{}")
-    rows = {r["name"]: r for r in C.cached_weights()}
-    assert rows["sv"]["cached"] and rows["sv"]["path"] == f and not rows["hubert"]["cached"]
-    for name in ("preprocessor_config.json", "pytorch_model.bin"):
-        _put_in_cache(hf_env, f"chinese-hubert-base/{name}", b"{}")
-    folder = C.pretrained_weights("hubert")
-    assert folder.name == "chinese-hubert-base" and (folder / "pytorch_model.bin").exists()
-    assert {r["name"] for r in C.cached_weights() if r["cached"]} == {"sv", "hubert"}
-
-
-def test_hub_local_dir(hf_env, tmp_path):
-    local = tmp_path / "pretrained_models"
-    (local / "v2Pro").mkdir(parents=True)
-    (local / "v2Pro" / "s2Gv2ProPlus.pth").write_bytes(b"weights")
-    assert C.pretrained_weights("sovits-v2ProPlus", local_dir=local) == local / "v2Pro" / "s2Gv2ProPlus.pth"
-    rows = {r["name"]: r["cached"] for r in C.cached_weights(local_dir=local)}
-    assert rows["sovits-v2ProPlus"] and not rows["sovits-v2Pro"]
-    (local / "v2Pro" / "s2Gv2Pro.pth").write_bytes(b"")          # an empty (interrupted) file does not count
-    with pytest.raises(WeightsNotFoundError): C.pretrained_weights("sovits-v2Pro", local_dir=local)
-
-
-def test_known_weights_table():
-    assert set(C.WEIGHTS_FOR) == {"v1", "v2", "v2Pro", "v2ProPlus"}
-    for v, need in C.WEIGHTS_FOR.items():
-        assert all(n in C.KNOWN_WEIGHTS for n in need.values())
-        assert ("sv" in need) == v.startswith("v2Pro")
-        assert C.KNOWN_WEIGHTS[need["sovits"]].version == v
-    assert C.KNOWN_WEIGHTS["gpt-v2"].filename == "gsv-v2final-pretrained/s1bert25hz-5kh-longer-epoch=12-step=369668.ckpt"
 
 
 def test_import_downloads_nothing():

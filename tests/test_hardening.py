@@ -82,7 +82,7 @@ def test_control_characters_are_escaped_by_the_cli(tmp_path):
 
 
 def test_unreachable_hub_fails_fast_with_one_message(tmp_path, monkeypatch):
-    from gpt_sovits_nb.checkpoints import hub_file
+    from gpt_sovits_nb.hub import hub_file
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")         # nothing listens there
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -155,3 +155,47 @@ def test_guided_attention_penalty_and_training_step(tmp_path):
     tr.fit(2)
     assert len(tr.history["loss/guided"]) == 2 and all(0 < v < 1 for v in tr.history["loss/guided"])
     assert all(not h for h in (l.self_attn._forward_hooks for l in gpt.h.layers))   # the hooks are removed after each step
+
+
+def test_viterbi_alignment_is_monotonic_and_follows_the_probabilities():
+    from gpt_sovits_nb.nano import viterbi_alignment, token_alignment, phone_classes
+    from gpt_sovits_nb.text import symbol_ids
+    probs = torch.full((40, 10), 0.01)
+    for f, c in enumerate([0, 0, 7, 7, 3, 3, 3, 0, 9, 9]): probs[c, f] = 0.9      # silence, B, AH, pause, D
+    classes, optional = np.array([7, 3, 0, 9]), np.array([False, False, True, False])
+    assert viterbi_alignment(probs.log(), classes, optional).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 3, 3]
+    flat = torch.full((40, 6), 1 / 40).log()                                          # no evidence: still every phone, in order
+    path = viterbi_alignment(flat, classes, optional)
+    assert set(path.tolist()) >= {0, 1, 3} and (path[1:] >= path[:-1]).all()
+    assert token_alignment(torch.tensor([0, 0, 1, 1, 2, 3]), 3).tolist() == [0, 1, 3]
+    assert token_alignment(torch.tensor([0, 1, 2]), 3).tolist() == [1, 2, 2]           # a clip one frame short: clamped
+    ids = symbol_ids("v2")
+    cls, opt = phone_classes(torch.tensor([ids["HH"], ids["AH0"], ids[","], ids["L"], ids["OW1"], ids["."]]))
+    from gpt_sovits_nb.tokens import PHONES_EN
+    assert [PHONES_EN[c] for c in cls] == ["HH", "AH", "SIL", "L", "OW", "SIL"] and opt.tolist() == [0, 0, 1, 0, 0, 1]
+    with pytest.raises(Exception, match="at least one frame"): viterbi_alignment(torch.zeros(40, 0), classes, optional)
+
+
+def test_aligned_attention_training_step(tmp_path):
+    "The forced-alignment loss is small on the aligned phone and large elsewhere; the trainer refuses to run it without alignments."
+    from gpt_sovits_nb.corpus import load_corpus
+    from gpt_sovits_nb.core import ConfigError
+    from gpt_sovits_nb.nano import (aligned_attention_loss, alignment_targets, nano_features, nano_models, NanoGPTTrainer,
+                                    NanoTrainConfig)
+    onehot = torch.nn.functional.one_hot(torch.tensor([[0, 1, 1, 2]]), 3).float()[:, None]        # [1, 1, 4, 3]
+    assert aligned_attention_loss(onehot, torch.tensor([[0, 1, 1, 2]])).item() < 1e-3
+    assert aligned_attention_loss(onehot, torch.tensor([[2, 2, 0, 0]])).item() > 9
+    assert aligned_attention_loss(onehot, torch.tensor([[0, -1, -1, -1]])).item() < 1e-3          # -1: not scored
+    items = [(str(c.path), c.speaker, c.text) for c in load_corpus(split="train", speakers=["flite_slt"])][:6]
+    data, tok = nano_features(items, n_units=16, fit_clips=6, progress=False)
+    al = [torch.linspace(0, len(p) - 1, len(t)).round().to(torch.int16) for p, t in zip(data.phones, data.tokens)]
+    targets = alignment_targets(al, data, [(0, 1)])
+    assert targets.shape == (1, len(data.tokens[0]) + len(data.tokens[1]))
+    assert targets[0, len(data.tokens[0])].item() >= len(data.phones[0])                # the second utterance's phones come after
+    gpt, _ = nano_models(tok, "cpu")
+    cfg = NanoTrainConfig(steps=2, batch_size=2, warmup_steps=1, aligned_attention=1.0)
+    with pytest.raises(ConfigError, match="nano_alignments"): NanoGPTTrainer(gpt, data, tmp_path / "x", cfg, device="cpu")
+    tr = NanoGPTTrainer(gpt, data, tmp_path / "g", cfg, device="cpu", alignments=al)
+    tr.fit(2)
+    assert len(tr.history["loss/aligned"]) == 2 and all(0 < v < 10 for v in tr.history["loss/aligned"])
+    assert all(not h for h in (l.self_attn._forward_hooks for l in gpt.h.layers))

@@ -335,3 +335,10 @@ def test_widget_builds_hides_record_and_compares(voices):
     parts["pick"].value = (0,)
     parts["on_compare"](None)
     assert "at least 2" in parts["status"].value
+
+
+def test_default_pick_spans_voices():
+    clips = [SimpleNamespace(path=f"{s}{k}.wav", speaker=s) for s in "abcd" for k in range(4)]
+    assert S.default_pick(clips) == (0, 1, 4, 5, 8, 9)
+    assert S.default_pick(clips, per_speaker=1, speakers=2) == (0, 4)
+    assert S.default_pick(clips[:3]) == (0, 1)                     # one voice: its first two clips

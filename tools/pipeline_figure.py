@@ -13,11 +13,11 @@ boxes = {  # name: (x, y, w, h, title, shape line, chapter, colour)
     "bert":   (450, 40, 210, 60, "text encoder (BERT, zh)", "bert [1, 1024, N]", "03_text_encoder", "#dbeafe"),
     "ref":    (20, 200, 150, 60, "reference clip", "3-10 s, any rate", "01_audio", "#eeeeee"),
     "ssl":    (210, 160, 200, 60, "HuBERT @ 16 kHz", "ssl [1, 768, 50/s]", "05_tokens", "#dcfce7"),
-    "vq":     (450, 160, 210, 60, "ssl_proj + VQ (1024 codes)", "prompt tokens [1, P] 25/s", "05_tokens", "#dcfce7"),
+    "vq":     (450, 160, 210, 60, "ssl_proj + VQ (1024)", "prompt tokens [1, P] 25/s", "05_tokens", "#dcfce7"),
     "spec":   (210, 260, 200, 60, "spectrogram @ 32 kHz", "refer_spec [1, 1025, 50/s]", "01_audio", "#fef9c3"),
-    "style":  (450, 260, 210, 60, "style encoder (+ SV, v2Pro)", "ge [1, 512|1024, 1]", "04_speaker", "#fef9c3"),
-    "gpt":    (720, 90, 200, 80, "GPT (prefix LM, KV cache)", "semantic tokens [1, T]", "06_gpt", "#fde2e4"),
-    "sovits": (720, 330, 200, 90, "SoVITS: TextEncoder+MRTE,", "flow⁻¹, HiFi-GAN ×640", "07_sovits", "#fde2e4"),
+    "style":  (450, 260, 210, 60, "style encoder (+SV)", "ge [1, 512|1024, 1]", "04_speaker", "#fef9c3"),
+    "gpt":    (720, 90, 200, 80, "GPT (prefix LM)", "semantic tokens [1, T]", "06_gpt", "#fde2e4"),
+    "sovits": (720, 330, 200, 90, "SoVITS decoder", "MRTE, flow⁻¹, HiFi-GAN", "07_sovits", "#fde2e4"),
     "wav":    (980, 345, 180, 60, "speech @ 32 kHz", "wav [1, 1, 1280·T]", "09_pipeline", "#eeeeee"),
 }
 boxes = {k: (x, y + DY, *rest) for k, (x, y, *rest) in boxes.items()}
