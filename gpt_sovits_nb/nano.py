@@ -736,8 +736,8 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
     if sovits_steps is not None: scfg.steps = int(sovits_steps)
     if gpt_steps is not None: gcfg.steps = int(gpt_steps)
     trained = {}
-    if gcfg.aligned_attention > 0 and encoder is None:
-        raise ConfigError("The recipe's GPT learns from forced alignments, which need the phone encoder: use phone_steps > 0.")
+    if gcfg.aligned_attention > 0 and encoder is None:          # MFCC tokens (phone_steps=0): no phone probabilities to align with
+        log(f"{stamp()} no phone encoder: the GPT trains without the forced-alignment loss"); gcfg.aligned_attention = 0.0
     alignments = (nano_alignments(items, data, encoder, work / "alignment.pt") if gcfg.aligned_attention > 0 else None)
     if alignments is not None: log(f"{stamp()} forced alignments of {len(alignments)} utterances (phone encoder + Viterbi)")
     for name, make, steps in (("sovits", lambda: MelSoVITSTrainer(sovits, data, work / "sovits", scfg, device), scfg.steps),
