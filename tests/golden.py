@@ -45,9 +45,11 @@ def model_file(rel: str, tmp: Path, compressed: bool = True) -> Path:
     return dst
 
 
-def manifest(name: str) -> dict:
-    "{key: [shape, dtype]} of every tensor of a released checkpoint (manifests/`name`.json, e.g. 'sovits_v2Pro')."
-    return json.loads((GOLDEN / "manifests" / f"{name}.json").read_text(encoding="utf-8"))["tensors"]
+def manifest(name: str, part: str | None = "tensors") -> dict:
+    """{key: [shape, dtype]} of every tensor of a released checkpoint (manifests/`name`.json, e.g. 'sovits_v2Pro');
+    `part=None`: the whole manifest (with num_tensors, num_params and, for GPTs, config_model)."""
+    whole = json.loads((GOLDEN / "manifests" / f"{name}.json").read_text(encoding="utf-8"))
+    return whole if part is None else whole[part]
 
 
 def materialize(case: dict, tmp: Path) -> Path:

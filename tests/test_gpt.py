@@ -12,10 +12,9 @@ import torch
 from gpt_sovits_nb.core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS
 from gpt_sovits_nb import gpt as G
 from gpt_sovits_nb.gpt import Text2SemanticGPT
-from golden import cases, load_case, materialize, case_args, check
+from golden import cases, load_case, materialize, case_args, check, manifest as golden_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = ROOT / "tests" / "fixtures" / "golden" / "manifests"
 TINY = GPTConfig(phoneme_vocab_size=732, embedding_dim=32, hidden_dim=32, head=4, n_layer=2)
 
 
@@ -37,7 +36,7 @@ def inputs():
 
 @pytest.mark.parametrize("version,manifest", [("v1", "gpt_v1_s1longer.json"), ("v2", "gpt_v2_s1longer-v2.json")])
 def test_state_dict_matches_the_released_checkpoint(version, manifest):
-    man = json.loads((MANIFESTS / manifest).read_text())
+    man = golden_manifest(manifest.removesuffix(".json"), part=None)
     config = GPTConfig.from_dict(man["config_model"])
     assert config == GPT_CONFIGS[version]
     with torch.device("meta"): model = Text2SemanticGPT(config)

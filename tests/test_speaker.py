@@ -12,9 +12,9 @@ import torch
 
 from gpt_sovits_nb.core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from gpt_sovits_nb import speaker as S
+from golden import manifest as golden_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "tests" / "fixtures" / "golden" / "manifests" / "eres2netv2_sv.json"
 
 
 # ---------------------------------------------------------------- the SV network (ERes2NetV2)
@@ -26,7 +26,7 @@ def sv_net():
 
 
 def test_state_dict_matches_the_golden_manifest(sv_net):
-    man = json.loads(MANIFEST.read_text())
+    man = golden_manifest("eres2netv2_sv", part=None)
     want = man["tensors"]
     got = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in sv_net.state_dict().items()}
     assert sorted(set(want) - set(got)) == [], "missing keys"

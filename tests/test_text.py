@@ -14,9 +14,10 @@ from gpt_sovits_nb import text, text_en, text_ja, text_zh
 from gpt_sovits_nb.text import (clean_text, front_end, ids_to_phones, phones_to_ids, split_by_language, symbol_table,
                                 text_front_end_widget, text_table)
 
+from golden import load_case
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
-GOLDEN = ROOT / "tests" / "fixtures" / "golden" / "cases"
 needs_reference = pytest.mark.skipif(not (REFERENCE / "cmudict.rep").is_file(),
                                      reason="../shared/reference (the reference's data files) is not beside the repository")
 
@@ -79,7 +80,7 @@ def test_phones_to_ids_roundtrip_and_errors():
 
 # ---------------------------------------------------------------- golden cases, item by item
 def _items(name):
-    case = json.loads((GOLDEN / name / "case.json").read_text(encoding="utf-8"))
+    case = load_case(name)
     return [pytest.param(case, i, id=f"{name}-{i:02d}") for i in range(len(case["items"]))]
 
 
