@@ -550,8 +550,10 @@ class SoVITS(_InputChecks, nn.Module):
         self.enc_p = TextEncoder(cfg)
         self.dec = Generator(cfg)
         if posterior:
-            self.enc_q = PosteriorEncoder(cfg.spec_channels, cfg.inter_channels, cfg.hidden_channels, 5, 1, 16, cfg.gin_channels)
-        self.flow = Flow(cfg.inter_channels, cfg.hidden_channels, 5, 1, 4, gin_channels=cfg.gin_channels)
+            self.enc_q = PosteriorEncoder(cfg.spec_channels, cfg.inter_channels, cfg.hidden_channels, kernel_size=5, dilation_rate=1,
+                                         n_layers=16, gin_channels=cfg.gin_channels)     # VITS's sizes, as released
+        self.flow = Flow(cfg.inter_channels, cfg.hidden_channels, kernel_size=5, dilation_rate=1, n_layers=4,
+                         gin_channels=cfg.gin_channels)
         self.ref_enc = StyleEncoder(cfg.style_bins, cfg.gin_channels)
         self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.ssl_dim, 2, stride=2)       # 50 Hz -> 25 Hz
         self.quantizer = SemanticQuantizer(cfg.ssl_dim, cfg.codebook_size)
