@@ -17,7 +17,7 @@ from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotF
                                 VERSIONS, MODEL_VERSIONS, NANO, get_device)
 # The hub helpers live in chapter 00a; imported here too, so `from gpt_sovits_nb.checkpoints import hub_file` keeps working.
 from .hub import (HF_REPO, HubWeights, KNOWN_WEIGHTS, WEIGHTS_FOR, hub_cache_dir, hub_offline, hub_reachable,
-                               _cached, _not_found, hub_file, pretrained_weights, cached_weights)
+                               hub_file, pretrained_weights, cached_weights)
 
 # %% auto #0
 __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAINED_MD5', 'UNSUPPORTED_MD5', 'SAFE_GLOBALS',

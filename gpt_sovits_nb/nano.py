@@ -31,8 +31,8 @@ __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERB
            'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder', 'nano_features',
            'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
            'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'phone_classes', 'viterbi_alignment', 'token_alignment',
-           'nano_alignments', 'guided_attention_penalty', 'aligned_attention_loss', 'alignment_targets',
-           'phone_attention', 'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
+           'nano_alignments', 'recipe_alignments', 'guided_attention_penalty', 'aligned_attention_loss',
+           'alignment_targets', 'phone_attention', 'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
 
 # %% ../nbs/11a_nano.ipynb #58da23bf
 NAMES = ("Anna Ben Carla David Emma Frank Grace Henry Laura Mark Nina Oscar Paul Rachel Sam Tina Victor Wendy Adam Betty "
@@ -521,7 +521,9 @@ def viterbi_alignment(log_probs: torch.Tensor, classes: np.ndarray, optional: np
     can_skip = np.concatenate([[False, False], opt[1:-1]])                            # from s - 2 when s - 1 is optional
     score, back = np.where(can_start, emit[:, 0], NEG), np.zeros((n_frames, S), dtype=np.int8)
     for f in range(1, n_frames):
-        moves = np.stack([score, np.concatenate([[NEG], score[:-1]]), np.where(can_skip, np.concatenate([[NEG, NEG], score[:-2]]), NEG)])
+        stay, step = score, np.concatenate([[NEG], score[:-1]])
+        skip = np.where(can_skip, np.concatenate([[NEG, NEG], score[:-2]]), NEG)
+        moves = np.stack([stay, step, skip])
         back[f] = moves.argmax(0)                                  # 0: stay, 1: next phone, 2: skip an optional one
         score = moves[back[f], np.arange(S)] + emit[:, f]
     s, path = int(np.where(can_end, score, NEG).argmax()), np.empty(n_frames, dtype=np.int64)
@@ -550,6 +552,18 @@ def nano_alignments(items: Sequence, data: NanoData, encoder: PhoneEncoder, out_
     if out_file is not None:
         torch.save({"format": "gpt_sovits_nb.alignments/1", "alignments": out}, out_file)
     return out
+
+def recipe_alignments(gcfg: "NanoTrainConfig", items: Sequence, data: NanoData, encoder: PhoneEncoder | None, out_file=None,
+                      log=print) -> list[torch.Tensor] | None:
+    """The alignments a GPT stage with config `gcfg` needs (None when it does not use them). Without a phone encoder (MFCC
+    tokens) there is nothing to align with: the loss is switched off in `gcfg`, and `log` says so."""
+    if gcfg.aligned_attention <= 0: return None
+    if encoder is None:
+        log("no phone encoder: the GPT trains without the forced-alignment loss"); gcfg.aligned_attention = 0.0
+        return None
+    alignments = nano_alignments(items, data, encoder, out_file)
+    log(f"forced alignments of {len(alignments)} utterances (phone encoder + Viterbi)")
+    return alignments
 
 # %% ../nbs/11a_nano.ipynb #879c1457
 def guided_attention_penalty(attn: torch.Tensor, phone_lengths: torch.Tensor, token_lengths: torch.Tensor, g: float = 0.2) -> torch.Tensor:
@@ -632,7 +646,7 @@ class NanoGPTTrainer(Trainer):
                  else nullcontext([]))                    # the chosen heads' attention, collected during the forward pass
         with watch as store:
             out = gpt_loss(self.gpt, batch, score_padding=False, input_noise=cfg.token_noise)
-        loss = out["loss"] / out["n"]
+        loss = token_loss = out["loss"] / out["n"]
         if cfg.aligned_attention > 0:
             targets = alignment_targets(self.alignments, self.data, pairs)
             al = sum(aligned_attention_loss(a, targets) for a in store) / len(store)
@@ -648,7 +662,7 @@ class NanoGPTTrainer(Trainer):
         self.optim.step()
         lr = self.optim.param_groups[0]["lr"]
         self.sched.step()
-        return {"loss/token": (out["loss"] / out["n"]).item(), "top3_acc": out["top3_acc"].item(), "grad_norm": gn, "lr": lr,
+        return {"loss/token": token_loss.item(), "top3_acc": out["top3_acc"].item(), "grad_norm": gn, "lr": lr,
                 "epoch": self.stream.epoch, **extra}
 
     def _state(self) -> dict:
@@ -736,10 +750,7 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
     if sovits_steps is not None: scfg.steps = int(sovits_steps)
     if gpt_steps is not None: gcfg.steps = int(gpt_steps)
     trained = {}
-    if gcfg.aligned_attention > 0 and encoder is None:          # MFCC tokens (phone_steps=0): no phone probabilities to align with
-        log(f"{stamp()} no phone encoder: the GPT trains without the forced-alignment loss"); gcfg.aligned_attention = 0.0
-    alignments = (nano_alignments(items, data, encoder, work / "alignment.pt") if gcfg.aligned_attention > 0 else None)
-    if alignments is not None: log(f"{stamp()} forced alignments of {len(alignments)} utterances (phone encoder + Viterbi)")
+    alignments = recipe_alignments(gcfg, items, data, encoder, work / "alignment.pt", log=lambda m: log(f"{stamp()} {m}"))
     for name, make, steps in (("sovits", lambda: MelSoVITSTrainer(sovits, data, work / "sovits", scfg, device), scfg.steps),
                               ("gpt", lambda: NanoGPTTrainer(gpt, data, work / "gpt", gcfg, device, alignments=alignments), gcfg.steps)):
         trainer = make()
@@ -803,7 +814,7 @@ Tokens: {tokens}.
 | stage | steps | batch | time on the training machine |
 |---|---|---|---|
 | SoVITS (L1 on the mel, AdamW) | {steps["sovits"]} | {NANO_RECIPES[recipe]["sovits"].batch_size} | {train_minutes["sovits"]:.1f} min |
-| GPT (next-token cross-entropy{gpt_extra}, AdamW) | {steps["gpt"]} | {NANO_RECIPES[recipe]["gpt"].batch_size} | {train_minutes["gpt"]:.1f} min |
+| GPT (next-token cross-entropy{gpt_extra}, AdamW) | {steps["gpt"]} | {gcfg.batch_size} | {train_minutes["gpt"]:.1f} min |
 
 Both stages together: {train_minutes["sovits"] + train_minutes["gpt"]:.1f} minutes of training (plus
 {train_minutes.get("data", 0):.1f} minutes to speak and featurise the data), on 2 CPU cores, float32.

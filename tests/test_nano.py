@@ -199,3 +199,12 @@ def test_aligned_attention_training_step(tmp_path):
     tr.fit(2)
     assert len(tr.history["loss/aligned"]) == 2 and all(0 < v < 10 for v in tr.history["loss/aligned"])
     assert all(not h for h in (l.self_attn._forward_hooks for l in gpt.h.layers))
+
+
+def test_recipe_alignments_off_without_the_loss_or_a_phone_encoder():
+    from gpt_sovits_nb.nano import recipe_alignments, NanoTrainConfig
+    said = []
+    assert recipe_alignments(NanoTrainConfig(), [], None, None, log=said.append) is None and not said
+    cfg = NanoTrainConfig(aligned_attention=1.0)
+    assert recipe_alignments(cfg, [], None, None, log=said.append) is None
+    assert cfg.aligned_attention == 0 and len(said) == 1 and "phone encoder" in said[0]
