@@ -16,7 +16,7 @@ __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSIO
            'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
            'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'error_message',
            'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig', 'SoVITSConfig', 'Sampling',
-           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode', 'DocMarkdown']
+           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode', 'add_classes', 'DocMarkdown']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -255,6 +255,12 @@ def env_flag(name: str) -> bool:
 def fast_mode() -> bool:
     "True when the environment asks for quick, small demos (`GSV_FAST=1`, as the tests and CI set)."
     return env_flag("GSV_FAST")
+
+# %% ../nbs/00_core.ipynb #fd85929a
+def add_classes(*pairs):
+    "Give widgets their CSS classes: add_classes((box, 't-studio'), (slider, 't-speed'), ...); returns the first widget."
+    for widget, cls in pairs: widget.add_class(cls)
+    return pairs[0][0] if pairs else None
 
 # %% ../nbs/00_core.ipynb #d96bb144
 class DocMarkdown:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table
+from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table, add_classes
 from .hub import hub_offline
 from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR
 from .corpus import ListItem, read_list, write_list
@@ -633,21 +633,20 @@ def transcript_editor(clips, list_path, speaker: str = "speaker", lang: str = "e
     boxes, rows = [], []
     for i, e in enumerate(entries):
         box = W.Text(value=e.text, placeholder="type exactly what is said", layout=W.Layout(width="55%"))
-        box.add_class(f"t-text-{i}"); boxes.append(box)
+        boxes.append(add_classes((box, f"t-text-{i}")))
         p = Path(e.path)
         player = (W.Audio(value=p.read_bytes(), format=p.suffix.lstrip(".").lower(), autoplay=False, loop=False,
                           layout=W.Layout(width="260px")) if p.is_file() else W.Label("(missing file)"))
         rows.append(W.HBox([W.Label(p.name, layout=W.Layout(width="220px")), player, box]))
     save, status = W.Button(description="Save list file", button_style="primary"), W.Label()
-    save.add_class("t-save"); status.add_class("t-status")
+    add_classes((save, "t-save"), (status, "t-status"))
     def on_save(_):
         try:
             n = len(save_transcripts(entries, [b.value for b in boxes], list_path))
             status.value = f"saved {n} of {len(entries)} clips to {list_path}" + ("" if n == len(entries) else " (empty ones left out)")
         except GSVError as e: status.value = f"not saved: {e}"
     save.on_click(on_save)
-    ui = W.VBox(rows + [W.HBox([save, status])]); ui.add_class("t-transcripts")
-    return ui
+    return add_classes((W.VBox(rows + [W.HBox([save, status])]), "t-transcripts"))
 
 # %% ../nbs/10_data.ipynb #2d881e8e
 FEATURE_FORMAT = 1    # bump when the layout of the feature files changes: every key changes, everything is recomputed

@@ -12,14 +12,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, config_section, get_device
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, config_section, get_device, add_classes
+from .text import PUNCTUATION
 
 # %% auto #0
 __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding', 'sine_table', 'SinePositions', 'SelfAttention',
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
            'DecodeStep', 'Text2SemanticGPT', 's1_config_dict', 'count_parameters', 'decode_step',
-           'plot_next_token_distribution', 'sampling_widget', 'quantize_int8']
+           'plot_next_token_distribution', 'sampling_widget', 'ReadingGuide', 'quantize_int8']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -83,6 +84,7 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
         self.in_proj_int8 = None                                           # set by `quantize_int8` (never saved)
+        self.steer = None                                                  # set by a `ReadingGuide` while it decodes (section 9)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -98,6 +100,7 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each [B, H, L, D/H]
         if cache is not None:
             k, v = cache.store(layer, k, v)                                   # all keys/values so far: [B, H, S, D/H]
+        if self.steer is not None: attend = self.steer(layer, q, k, attend)   # a guide reads and narrows some heads' attention
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend,
                                              dropout_p=TRAIN_DROPOUT if self.training else 0.0)  # [B, H, L, D/H]
         return self.out_proj(out.transpose(1, 2).reshape(B, L, D))
@@ -293,6 +296,12 @@ class Text2SemanticGPT(nn.Module):
         return {512: "v1", 732: "v2"}.get(self.config.phoneme_vocab_size)
 
     @property
+    def aligned_heads(self) -> tuple[tuple[int, int], ...]:
+        "The (layer, head) pairs trained to look at the phone being spoken (nano models, chapter 11a; from the checkpoint's config); () for the released models."
+        heads = ((self.s1_config or {}).get("model") or {}).get("aligned_heads") or ()
+        return tuple((int(l), int(h)) for l, h in heads)
+
+    @property
     def device(self) -> torch.device: return self.ar_predict_layer.weight.device
     @property
     def dtype(self) -> torch.dtype: return self.ar_predict_layer.weight.dtype
@@ -366,8 +375,9 @@ class Text2SemanticGPT(nn.Module):
     def decode(self, phones, bert, prompt=None,
                top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
                max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-               generator: torch.Generator | None = None) -> Iterator[DecodeStep]:
-        "Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and checking)."
+               generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> Iterator[DecodeStep]:
+        """Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and
+        checking). `guide`: a `ReadingGuide` that holds the aligned heads to the text (section 9; None: the reference's decoding)."""
         check_sampling(top_k, top_p, temperature, repetition_penalty)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens={max_new_tokens!r}: expected a positive whole number (25 tokens = 1 s of speech).")
@@ -381,27 +391,33 @@ class Text2SemanticGPT(nn.Module):
             cache = KVCache(c.n_layer, 1, c.head, c.hidden_dim // c.head, N + P + min(max_new_tokens, 256), x.dtype, x.device)
             step_input = torch.cat([x, self.embed_audio(prompt)], dim=1)        # the prefill: [1, N + P, D]
             attend = prefix_lm_mask(N, P, x.device)
-        for i in range(max_new_tokens):
-            if use_cache:
-                hidden = self.h(step_input, attend, cache)[:, -1]               # [1, D]
-            else:
-                xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
-                hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
-            step = decode_step(i, self.ar_predict_layer(hidden), history, P, EOS, top_k, top_p, temperature,
-                               repetition_penalty, min_new_tokens, generator)   # logits [1, V] -> the chosen token
-            yield step
-            if step.eos: return
-            if use_cache:
-                step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
+        if guide is not None: guide.attach(self, N)
+        try:
+            for i in range(max_new_tokens):
+                if use_cache:
+                    hidden = self.h(step_input, attend, cache)[:, -1]           # [1, D]
+                else:
+                    xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
+                    hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
+                logits = self.ar_predict_layer(hidden)                          # [1, V]
+                if guide is not None: guide.step(logits, EOS, i >= min_new_tokens)   # moves on; may refuse or force EOS
+                step = decode_step(i, logits, history, P, EOS, top_k, top_p, temperature,
+                                   repetition_penalty, min_new_tokens, generator)   # logits -> the chosen token
+                yield step
+                if step.eos: return
+                if use_cache:
+                    step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
+        finally:
+            if guide is not None: guide.detach(self)
 
     @torch.inference_mode()
     def infer(self, phones, bert, prompt=None,
               top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
               max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included)."
+              generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> torch.Tensor:
+        "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included). `guide`: as in `decode`."
         steps = list(self.decode(phones, bert, prompt, top_k, top_p, temperature, repetition_penalty,
-                                 max_new_tokens, min_new_tokens, use_cache, generator))
+                                 max_new_tokens, min_new_tokens, use_cache, generator, guide))
         tokens = torch.cat([s.token for s in steps], dim=1)
         return tokens[:, :-1] if steps[-1].eos else tokens
 
@@ -564,12 +580,80 @@ def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = Non
 
     for s in (top_k, top_p, temperature, penalty): s.observe(redraw, names="value")
     box = W.VBox([W.HBox([top_k, top_p]), W.HBox([temperature, penalty]), status, out])
-    for w, cls in ((box, "t-gpt-sampling"), (top_k, "t-gpt-top-k"), (top_p, "t-gpt-top-p"), (temperature, "t-gpt-temperature"),
-                   (penalty, "t-gpt-penalty"), (status, "t-gpt-status"), (out, "t-gpt-out")):
-        w.add_class(cls)
+    add_classes((box, "t-gpt-sampling"), (top_k, "t-gpt-top-k"), (top_p, "t-gpt-top-p"), (temperature, "t-gpt-temperature"),
+                   (penalty, "t-gpt-penalty"), (status, "t-gpt-status"), (out, "t-gpt-out"))
     box._gsv = dict(top_k=top_k, top_p=top_p, temperature=temperature, penalty=penalty, status=status, out=out, redraw=redraw)
     redraw()
     return box
+
+# %% ../nbs/06_gpt.ipynb #575994c1
+class ReadingGuide:
+    """Holds a GPT's aligned heads to the text while it decodes one sentence: the text's phones sit at positions
+    start..end-1 of the sequence (the reference's before them), `last` is the last one that makes a sound. Each step, the
+    heads in `heads` ((layer, head) pairs) may look only from `back` phones behind the reading position to `ahead` phones
+    past it; the position then moves to where they looked most, never back. EOS is refused before `last` is reached and
+    forced `tail` tokens after. `path` holds the position after every step. One guide serves one decoding."""
+    def __init__(self, heads, start: int, last: int, end: int, back: int = 1, ahead: int = 3, tail: int = 12):
+        if not heads: raise ConfigError("ReadingGuide needs the attention heads trained to follow the text (gpt.aligned_heads); "
+                                        "this GPT has none: decode it without a guide.")
+        if not 0 <= start <= last < end: raise ConfigError(f"ReadingGuide: expected 0 <= start <= last < end, got start={start}, last={last}, end={end}.")
+        if min(back, ahead, tail) < 0: raise ConfigError(f"ReadingGuide: back, ahead and tail must be >= 0, got {back}, {ahead}, {tail}.")
+        self.heads = {}
+        for layer, head in heads: self.heads.setdefault(int(layer), []).append(int(head))
+        self.start, self.last, self.end, self.back, self.ahead, self.tail = start, last, end, back, ahead, tail
+        self.position, self.path, self._looks, self._after_last = start, [], [], 0
+
+    def window(self) -> tuple[int, int]:
+        "The phones the aligned heads may look at now: lo..hi, both included."
+        return max(self.start, self.position - self.back), min(self.end - 1, self.position + self.ahead)
+
+    def steer(self, layer: int, q: torch.Tensor, k: torch.Tensor, attend):
+        """`SelfAttention.steer`: q [B, H, L, d], k [B, H, S, d], `attend` (bool [L, S] or None) -> the mask to use, float
+        [B, H, L, S], -inf outside the window for this layer's aligned heads in the newest row; records where they look."""
+        heads = self.heads.get(layer)
+        if heads is None: return attend
+        B, H, L, d = q.shape
+        mask = torch.zeros(B, H, L, k.shape[2], dtype=q.dtype, device=q.device)
+        if attend is not None: mask.masked_fill_(~attend, float("-inf"))
+        lo, hi = self.window()
+        outside = torch.zeros(k.shape[2], dtype=torch.bool, device=q.device)
+        outside[:self.end] = True; outside[lo:hi + 1] = False        # the text's phones outside the window (tokens stay visible)
+        mask[:, heads, -1] = mask[:, heads, -1].masked_fill(outside, float("-inf"))
+        scores = q[:, heads, -1:] @ k[:, heads].transpose(-1, -2) / math.sqrt(d) + mask[:, heads, -1:]   # [B, h, 1, S]
+        self._looks.append(scores.float().softmax(-1)[0, :, 0, :self.end])
+        return mask
+
+    def step(self, logits: torch.Tensor, eos: int, eos_allowed: bool = True) -> torch.Tensor:
+        "After a forward step: move the position, then refuse or force EOS in `logits` [1, V] (in place; forced only when `eos_allowed`)."
+        if self._looks:
+            look = torch.cat(self._looks).mean(0); self._looks.clear()
+            lo, hi = self.window()
+            self.position = max(self.position, lo + int(look[lo:hi + 1].argmax()))
+        self.path.append(self.position)
+        if self.position < self.last: logits[:, eos] = float("-inf")
+        else:
+            self._after_last += 1
+            if self._after_last > self.tail and eos_allowed: logits[:, :eos] = float("-inf")
+        return logits
+
+    def attach(self, gpt: "Text2SemanticGPT", n_text: int):
+        "Install on `gpt`'s layers for one decoding of a sequence with `n_text` phones."
+        if n_text != self.end: raise ConfigError(f"ReadingGuide was made for {self.end} phones, the sequence has {n_text}.")
+        for layer, heads in self.heads.items():
+            if not (0 <= layer < len(gpt.h.layers) and all(0 <= h < gpt.config.head for h in heads)):
+                raise ConfigError(f"ReadingGuide: head {(layer, heads)} is not in this GPT ({len(gpt.h.layers)} layers of {gpt.config.head} heads).")
+        for layer in self.heads: gpt.h.layers[layer].self_attn.steer = self.steer
+
+    def detach(self, gpt: "Text2SemanticGPT"):
+        for layer in self.heads: gpt.h.layers[layer].self_attn.steer = None
+
+    @classmethod
+    def for_text(cls, gpt: "Text2SemanticGPT", n_before: int, symbols, **kw) -> "ReadingGuide | None":
+        "The guide for one piece: `n_before` reference phones, then the piece's phone `symbols`; None if `gpt` has no aligned heads."
+        spoken = [i for i, s in enumerate(symbols) if s not in PUNCTUATION]
+        if not gpt.aligned_heads or not symbols: return None
+        return cls(gpt.aligned_heads, n_before, n_before + (spoken[-1] if spoken else len(symbols) - 1), n_before + len(symbols), **kw)
+
 
 # %% ../nbs/06_gpt.ipynb #5eee7e3c
 def quantize_int8(gpt: "Text2SemanticGPT") -> "Text2SemanticGPT":

@@ -697,10 +697,12 @@ class NanoGPTTrainer(Trainer):
 # %% ../nbs/11a_nano.ipynb #03eda165
 NANO_GPT_FILE, NANO_SOVITS_FILE = "nano_gpt.ckpt", "nano_sovits.pth"
 
-def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "", temperature: float = 1.0) -> tuple[Path, Path]:
+def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "", temperature: float = 1.0,
+                aligned_heads: Sequence[tuple[int, int]] = ()) -> tuple[Path, Path]:
     """Write the nano pair as official-format files out_dir/nano_gpt.ckpt and out_dir/nano_sovits.pth (float16); returns their paths.
-    `temperature` is folded into the GPT's output layer (its logits divided by it). They load here (and `gsv-nb info` names
-    them), not in the official WebUI, which has no mel decoder."""
+    `temperature` is folded into the GPT's output layer (its logits divided by it); `aligned_heads`, the (layer, head) pairs
+    the forced alignment taught, go into the GPT's config (`Text2SemanticGPT.aligned_heads`: decoding uses a `ReadingGuide`).
+    They load here (and `gsv-nb info` names them), not in the official WebUI, which has no mel decoder."""
     from gpt_sovits_nb.checkpoints import save_gpt, save_sovits
     if not 0 < temperature <= 5: raise ConfigError(f"temperature={temperature}: expected a number in (0, 5] (1 = the model as trained).")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -708,19 +710,20 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
     for k in ("model.ar_predict_layer.weight", "model.ar_predict_layer.bias"):
         if k in ckpt["weight"]: ckpt["weight"][k] = ckpt["weight"][k] / temperature
     ckpt["weight"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["weight"].items()}
-    if temperature != 1: info = f"{info}{', ' if info else ''}temperature {temperature:g} folded into the output layer"
+    folded = f"{info}{', ' if info else ''}temperature {temperature:g} folded into the output layer" if temperature != 1 else info
     ckpt["config"]["model"]["version"] = NANO
+    if aligned_heads: ckpt["config"]["model"]["aligned_heads"] = [[int(l), int(h)] for l, h in aligned_heads]
     ckpt["config"]["data"]["pad_val"] = gpt.config.EOS
-    g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + info if info else ''}")
+    g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + folded if folded else ''}")
     s = save_sovits(sovits, out / NANO_SOVITS_FILE, version=NANO, info=f"nano SoVITS{': ' + info if info else ''}", webui_check=False)
     return g, s
 
 # %% ../nbs/11a_nano.ipynb #a74dd062
 NANO_RECIPES = {
-    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, phone_steps=1500, temperature=0.6,
+    "cpu": dict(size="cpu", minutes_per_voice=15.0, n_units=256, phone_steps=1500, temperature=0.4,
                 sovits=NanoTrainConfig(steps=1800, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
                 gpt=NanoTrainConfig(steps=2400, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3, aligned_attention=1.0)),
-    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, phone_steps=3000, temperature=0.6,
+    "gpu": dict(size="gpu", minutes_per_voice=15.0, n_units=256, phone_steps=3000, temperature=0.4,
                 sovits=NanoTrainConfig(steps=6000, batch_size=32, lr=1e-3, warmup_steps=500, ref_frames=200),
                 gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3, aligned_attention=1.0)),
 }
@@ -764,7 +767,7 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
                 f"{trainer.seconds / max(trainer.step, 1):.2f} s/step")
         trained[name] = trainer.seconds / 60
     paths = export_nano(gpt, sovits, work / "export", info=f"recipe {recipe}, {scfg.steps} SoVITS + {gcfg.steps} GPT steps",
-                        temperature=r.get("temperature", 1.0))
+                        temperature=r.get("temperature", 1.0), aligned_heads=gcfg.attention_heads if alignments else ())
     (work / "summary.json").write_text(json.dumps({"recipe": recipe, "steps": {"sovits": scfg.steps, "gpt": gcfg.steps},
                                                    "minutes": {"data": round(data_minutes, 2), **{k: round(v, 2) for k, v in trained.items()}},
                                                    "data": repr(data)}, indent=1))
@@ -822,7 +825,8 @@ Both stages together: {train_minutes["sovits"] + train_minutes["gpt"]:.1f} minut
 ## Measured quality
 
 On the corpus's held-out sentences spoken in each of the six training voices ({summary["outputs"]} clones; each reference
-a 3-10 s training clip of that voice; the default sampling, top-k 15 and temperature 1 over the exported logits{folded}, seed =
+a 3-10 s training clip of that voice; the default sampling, top-k 15 and temperature 1 over the exported logits{folded},
+and the reading guide on the GPT's aligned heads (`ReadingGuide`, chapter 06; `guided=False` turns it off); seed =
 request number), measured by
 `gpt_sovits_nb.eval.evaluate`:
 

@@ -15,6 +15,7 @@ import torch
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
 from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
+from .gpt import ReadingGuide
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
@@ -325,7 +326,7 @@ class _Call:
     gen: torch.Generator                          # all randomness of the call, nothing global
     gap: torch.Tensor                             # the pause after each piece [1, S]
     sr: int
-    knobs: dict                                   # top_k, top_p, temperature, repetition_penalty, speed, noise_scale, max_new_tokens
+    knobs: dict                                   # top_k, top_p, temperature, repetition_penalty, speed, noise_scale, max_new_tokens, guided
     info: list = field(default_factory=list)      # per finished piece: text, norm_text, phones, tokens
 
 @dataclass
@@ -434,7 +435,7 @@ class VoiceCloner:
 
     # ---- speaking
     def _check(self, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,
-               pause, max_new_tokens, batch_size=1) -> list[str]:
+               pause, max_new_tokens, batch_size=1, guided=True) -> list[str]:
         "Check every argument of a call before any slow work (ConfigError, TextError); returns the text's pieces."
         from gpt_sovits_nb.gpt import check_sampling
         if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
@@ -454,6 +455,7 @@ class VoiceCloner:
         check_sampling(top_k, top_p, temperature, repetition_penalty)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 64:
             raise ConfigError(f"batch_size={batch_size!r}: use a whole number from 1 to 64 (pieces the GPT decodes at once).")
+        if not isinstance(guided, bool): raise ConfigError(f"guided={guided!r}: use True (the reading guide, for GPTs that have one) or False.")
         return split_sentences(text, lang, cut)
 
     def _prepare(self, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs) -> _Call:
@@ -472,6 +474,10 @@ class VoiceCloner:
         return (torch.tensor([r.phones + tf.phones], device=self.device), bert[None].to(self.device),
                 r.prompt.to(self.device) if r.prompt is not None else None)
 
+    def _guide(self, call: _Call, tf: TextFeatures) -> ReadingGuide | None:
+        "A reading guide for one piece (chapter 06), when the call wants one and the GPT has aligned heads (nano); else None."
+        return ReadingGuide.for_text(self.gpt, len(call.reference.phones), tf.symbols) if call.knobs.get("guided") else None
+
     def _decode(self, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
         "SoVITS on semantic tokens [T] of one piece: float32 CPU audio [1, S], not normalised; refuses NaN."
         specs = [r.spec.to(self.device, self.sovits.dtype) for r in call.refs]
@@ -485,13 +491,15 @@ class VoiceCloner:
         return wav
 
     def _speak(self, call: _Call, batch_size: int = 1, progress: bool = False):
-        "Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size` pieces at once."
+        """Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size`
+        pieces at once, or one at a time when a reading guide holds it to the text (it follows one piece)."""
         k = {n: call.knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+        if call.knobs.get("guided") and self.gpt.aligned_heads: batch_size = 1
         groups = [call.pieces[i:i + batch_size] for i in range(0, len(call.pieces), batch_size)]
         for group in _progress(groups, progress):
             tfs = [text_features(p, call.lang, self.gpt_version, self.bert, self.gpt.config.bert_dim) for p in group]
             ins = [self._gpt_inputs(call, tf) for tf in tfs]
-            if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen)[0]]
+            if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen, guide=self._guide(call, tfs[0]))[0]]
             else: tokens = [t[0] for t in self.gpt.infer_batch([i[0] for i in ins], [i[1] for i in ins], ins[0][2], **k, generator=call.gen)]
             for piece, tf, tok in zip(group, tfs, tokens):
                 wav = self._decode(call, piece, tf, tok, call.gen)
@@ -510,14 +518,16 @@ class VoiceCloner:
                    aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
                    repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
                    cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, progress: bool = True,
-                   batch_size: int = 1) -> Speech:
+                   batch_size: int = 1, guided: bool = True) -> Speech:
         """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
         one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own).
-        `batch_size` > 1 lets the GPT decode that many pieces at once (same tokens as one by one when greedy, top_k=1)."""
+        `batch_size` > 1 lets the GPT decode that many pieces at once (same tokens as one by one when greedy, top_k=1).
+        `guided`: hold a GPT with aligned heads (the nano model) to the text with a `ReadingGuide` (chapter 06); released GPTs
+        have none and decode as the reference does either way."""
         pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
-                             cut, pause, max_new_tokens, batch_size)
+                             cut, pause, max_new_tokens, batch_size, guided)
         knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
-                     noise_scale=noise_scale, max_new_tokens=max_new_tokens)
+                     noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
         with self._lock:
             return self._synthesize(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size)
 
@@ -525,15 +535,15 @@ class VoiceCloner:
                aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
                repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
                cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, mode: str = "sentence",
-               chunk_tokens: int = 16, overlap_tokens: int = 2) -> Iterator[torch.Tensor]:
+               chunk_tokens: int = 16, overlap_tokens: int = 2, guided: bool = True) -> Iterator[torch.Tensor]:
         """Speak `text` as a stream of float32 audio chunks [1, S] at `sovits.config.sampling_rate` (see `STREAM_MODES`).
         Arguments are checked now; the work (holding the cloner's lock) starts at the first `next()` and ends when the
         stream is exhausted or closed. "sentence" chunks joined equal `synthesize` with the same seed."""
         pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
-                             cut, pause, max_new_tokens)
+                             cut, pause, max_new_tokens, guided=guided)
         check_stream_options(mode, chunk_tokens, overlap_tokens)
         knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
-                     noise_scale=noise_scale, max_new_tokens=max_new_tokens)
+                     noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
         return _locked(self._lock, lambda: stream_chunks(
             self, self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs), mode, chunk_tokens, overlap_tokens))
 
@@ -615,7 +625,8 @@ def _stream_piece(cloner, call, piece, mode, chunk_tokens, overlap_tokens, silen
     grid = cloner.sovits.config.samples_per_token / k["speed"]      # where token b ends in the piece: about b * grid samples
     tf = text_features(piece, call.lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim)
     steps = cloner.gpt.decode(*cloner._gpt_inputs(call, tf), top_k=k["top_k"], top_p=k["top_p"], temperature=k["temperature"],
-                              repetition_penalty=k["repetition_penalty"], max_new_tokens=k["max_new_tokens"], generator=call.gen)
+                              repetition_penalty=k["repetition_penalty"], max_new_tokens=k["max_new_tokens"], generator=call.gen,
+                              guide=cloner._guide(call, tf))
     toks, start, tail, peak, sent = [], 0, None, 1.0, 0
     for step in steps:
         if not step.eos: toks.append(int(step.token))

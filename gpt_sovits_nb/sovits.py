@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain
+from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain, add_classes
 
 # %% auto #0
 __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
@@ -756,9 +756,8 @@ def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refe
 
     noise.observe(render, names="value"); speed.observe(render, names="value")
     box = W.VBox([W.HTML("<b>SoVITS decode</b>: move a slider to decode again."), W.HBox([noise, speed]), status, out])
-    for w_, cls in ((box, "t-sovits"), (noise, "t-sovits-noise"), (speed, "t-sovits-speed"), (status, "t-sovits-status"),
-                    (out, "t-sovits-out")):
-        w_.add_class(cls)
+    add_classes((box, "t-sovits"), (noise, "t-sovits-noise"), (speed, "t-sovits-speed"), (status, "t-sovits-status"),
+                    (out, "t-sovits-out"))
     box._gsv = dict(noise=noise, speed=speed, status=status, out=out, render=render)
     render()
     return box

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
+from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError, add_classes
 from .hub import pretrained_weights
 from .audio import SR_SOVITS, check_audio, load_audio, resample
 
@@ -520,8 +520,7 @@ def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float =
     record.on_click(on_record); compare.on_click(on_compare)
     box = W.VBox([W.HTML("<b>Speaker similarity</b>: upload or record clips, pick corpus voices, then Compare."),
                   W.HBox([upload, record]), pick, compare, status, out])
-    for w_, cls in ((box, "t-speaker"), (upload, "t-speaker-upload"), (pick, "t-speaker-pick"), (record, "t-speaker-record"),
-                    (compare, "t-speaker-compare"), (status, "t-speaker-status"), (out, "t-speaker-out")):
-        w_.add_class(cls)
+    add_classes((box, "t-speaker"), (upload, "t-speaker-upload"), (pick, "t-speaker-pick"), (record, "t-speaker-record"),
+                    (compare, "t-speaker-compare"), (status, "t-speaker-status"), (out, "t-speaker-out"))
     box._gsv = dict(upload=upload, pick=pick, record=record, compare=compare, status=status, out=out, on_compare=on_compare)
     return box

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .core import TextError, check_version, VERSIONS
+from .core import TextError, check_version, VERSIONS, add_classes
 
 # %% auto #0
 __all__ = ['PUNCTUATION', 'SPECIAL_PHONES', 'PAD', 'ZH_INITIALS', 'ZH_FINALS', 'ZH_TONES', 'JA_PHONES', 'ARPABET',
@@ -250,8 +250,7 @@ def text_front_end_widget(text: str = "今天是2024年3月5日，我们一起�
     box_lang = W.Dropdown(options=["auto"] + list(LANGUAGES), value=lang, description="Language")
     box_ver = W.Dropdown(options=list(VERSIONS), value=version, description="Version")
     out = W.HTML()
-    for w, cls in ((box_text, "t-text-input"), (box_lang, "t-text-lang"), (box_ver, "t-text-version"), (out, "t-text-output")):
-        w.add_class(cls)
+    add_classes((box_text, "t-text-input"), (box_lang, "t-text-lang"), (box_ver, "t-text-version"), (out, "t-text-output"))
 
     def update(*_):
         try: out.value = front_end(box_text.value, box_lang.value, box_ver.value).to_html()
@@ -259,6 +258,4 @@ def text_front_end_widget(text: str = "今天是2024年3月5日，我们一起�
 
     for w in (box_text, box_lang, box_ver): w.observe(update, names="value")
     update()
-    ui = W.VBox([box_text, W.HBox([box_lang, box_ver]), out])
-    ui.add_class("t-text-widget")
-    return ui
+    return add_classes((W.VBox([box_text, W.HBox([box_lang, box_ver]), out]), "t-text-widget"))

@@ -8,7 +8,7 @@ import base64, html, threading, time
 
 import torch
 
-from .core import SAMPLING
+from .core import SAMPLING, add_classes
 from .audio import figure_png, plot_spectrogram, spectrogram, resample, audio_player, SR_SOVITS
 
 # %% auto #0
@@ -104,10 +104,9 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
     box = W.VBox([W.HTML("<b>Clone studio</b>: move a knob (or press <i>speak</i>) and listen."), t_text,
                   W.HBox([t_temp, t_topk]), W.HBox([t_speed, t_noise]), W.HBox([t_seed, t_auto, t_speak]),
                   W.HBox([t_status]), t_info, t_audio, t_plot])
-    for w, cls in ((box, "t-studio"), (t_text, "t-text"), (t_temp, "t-temperature"), (t_topk, "t-topk"), (t_speed, "t-speed"),
+    add_classes((box, "t-studio"), (t_text, "t-text"), (t_temp, "t-temperature"), (t_topk, "t-topk"), (t_speed, "t-speed"),
                    (t_noise, "t-noise"), (t_seed, "t-seed"), (t_auto, "t-auto"), (t_speak, "t-speak"), (t_status, "t-status"),
-                   (t_info, "t-info"), (t_audio, "t-audio"), (t_plot, "t-plot")):
-        w.add_class(cls)
+                   (t_info, "t-info"), (t_audio, "t-audio"), (t_plot, "t-plot"))
     box._gsv = dict(text=t_text, temperature=t_temp, top_k=t_topk, speed=t_speed, noise=t_noise, seed=t_seed, auto=t_auto,
                     speak_button=t_speak, status=t_status, info=t_info, audio=t_audio, plot=t_plot, reference=reference,
                     speak=speak, last=lambda: state["speech"])

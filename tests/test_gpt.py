@@ -414,3 +414,59 @@ def test_int8_nano_gpt_agrees_with_float32():
             same += int(gpt.prefill_logits(phones, bert, p).argmax() == q.prefill_logits(phones, bert, p).argmax())
             total += 1
     assert total >= 20 and same / total > 0.9, (same, total)
+
+
+# ---------------------------------------------------------------- the reading guide (aligned heads, chapter 06 section 9)
+
+def test_released_gpts_have_no_aligned_heads_and_no_guide(tiny):
+    assert tiny.aligned_heads == () and G.ReadingGuide.for_text(tiny, 3, ["AH0", "B", "."]) is None
+    with pytest.raises(ConfigError, match="aligned_heads"): G.ReadingGuide((), 0, 1, 2)
+
+
+def test_reading_guide_window_mask_and_position():
+    guide = G.ReadingGuide([(0, 1)], start=2, last=5, end=7, back=1, ahead=2)
+    assert guide.window() == (2, 4)
+    q, k = torch.randn(1, 4, 1, 8), torch.randn(1, 4, 10, 8)          # one new row; 7 phones then 3 tokens
+    k[0, 1, 4] = q[0, 1, 0] * 50                                       # head 1 looks hard at phone 4
+    mask = guide.steer(0, q, k, None)
+    assert mask.shape == (1, 4, 1, 10) and guide.steer(1, q, k, None) is None   # layer 1 has no aligned head
+    assert torch.isinf(mask[0, 1, 0, [0, 1, 5, 6]]).all() and (mask[0, 1, 0, [2, 3, 4, 7, 8, 9]] == 0).all()
+    assert (mask[0, [0, 2, 3]] == 0).all()                              # other heads untouched
+    logits = torch.zeros(1, 11)
+    guide.step(logits, eos=10)
+    assert guide.position == 4 and guide.path == [4] and logits[0, 10] == float("-inf")   # not at the last phone: no EOS
+    k[0, 1, 4] = 0; k[0, 1, 3] = q[0, 1, 0] * 50                      # looking back does not move it back
+    guide.steer(0, q, k, None); guide.step(torch.zeros(1, 11), eos=10)
+    assert guide.position == 4
+
+
+def test_reading_guide_forces_eos_after_the_tail():
+    guide = G.ReadingGuide([(0, 0)], start=0, last=1, end=2, tail=2)
+    guide.position = 1
+    for n in range(3):
+        logits = torch.zeros(1, 5)
+        guide.step(logits, eos=4, eos_allowed=True)
+        assert torch.isinf(logits[0, :4]).all() == (n == 2) and logits[0, 4] == 0
+    held = torch.zeros(1, 5); guide.step(held, eos=4, eos_allowed=False)     # before min_new_tokens: nothing forced
+    assert (held == 0).all()
+
+
+def test_guided_decoding_on_a_tiny_model(inputs):
+    torch.manual_seed(0)
+    gpt = Text2SemanticGPT(TINY).eval()
+    gpt.s1_config = {"model": {"aligned_heads": [[1, 0], [0, 2]]}}
+    assert gpt.aligned_heads == ((1, 0), (0, 2))
+    phones, bert, prompt = inputs
+    plain = gpt.infer(phones, bert, prompt, top_k=1, max_new_tokens=30, min_new_tokens=0)
+    guide = G.ReadingGuide.for_text(gpt, 4, ["AH0", "B", "K", "D", "EH1", "."])      # 4 reference phones + 6 of the text
+    assert (guide.start, guide.last, guide.end) == (4, 8, 10)
+    held = gpt.infer(phones, bert, prompt, top_k=1, max_new_tokens=30, min_new_tokens=0, guide=guide)
+    assert all(l.self_attn.steer is None for l in gpt.h.layers)        # detached again
+    assert len(guide.path) == held.shape[1] + (held.shape[1] < 30) and guide.path == sorted(guide.path)
+    assert all(4 <= p <= 9 for p in guide.path)
+    again = gpt.infer(phones, bert, prompt, top_k=1, max_new_tokens=30, min_new_tokens=0)
+    assert torch.equal(plain, again)                                   # the model itself is unchanged
+    with pytest.raises(ConfigError, match="made for 7 phones"):
+        gpt.infer(phones, bert, prompt, guide=G.ReadingGuide([(1, 0)], 0, 5, 7))
+    with pytest.raises(ConfigError, match="not in this GPT"):
+        gpt.infer(phones, bert, prompt, guide=G.ReadingGuide([(5, 0)], 0, 5, 10))

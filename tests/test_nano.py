@@ -111,6 +111,20 @@ def test_shipped_quality_has_not_regressed(nano):
     assert voices["right_voice"] >= SHIPPED["heldout"]["right_voice"] - 0.25, voices
 
 
+def test_nano_is_held_to_the_text_by_a_reading_guide(nano):
+    "The shipped GPT names its aligned heads; synthesize uses a ReadingGuide unless guided=False, and takes it off after."
+    from gpt_sovits_nb.corpus import reference_clip
+    assert nano.gpt.aligned_heads == ((1, 0), (2, 0), (3, 0))
+    ref = reference_clip("flite_slt", split="train")
+    say = lambda **kw: nano.synthesize("What time is it?", "en", ref=ref.path, ref_text=ref.text, seed=1, progress=False, **kw)
+    guided, free = say(), say(guided=False)
+    assert all(layer.self_attn.steer is None for layer in nano.gpt.h.layers)
+    assert not torch.equal(guided.pieces[0]["tokens"], free.pieces[0]["tokens"])
+    assert torch.equal(say().pieces[0]["tokens"], guided.pieces[0]["tokens"])        # same seed, same tokens
+    streamed = torch.cat(list(nano.stream("What time is it?", "en", ref=ref.path, ref_text=ref.text, seed=1)), 1)
+    assert streamed.shape[-1] == guided.wav.shape[-1]                                  # the stream is guided the same way
+
+
 def test_phone_encoder_recipe_builds_a_model_that_carries_it(tmp_path):
     "Force-aligned clips train the phone encoder; its units become the SoVITS's codebook and the file carries the encoder."
     import torch

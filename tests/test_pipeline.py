@@ -96,6 +96,15 @@ def test_bad_options(cloner, clip):
     with pytest.raises(ConfigError): cloner.synthesize("hi", "xx", ref=clip.path, ref_text=clip.text)
     with pytest.raises(TextError): cloner.synthesize("  ", "en", ref=clip.path, ref_text=clip.text)
     with pytest.raises(ConfigError): cloner.synthesize("hi", "en", ref=None)
+    with pytest.raises(ConfigError, match="guided"): speak(cloner, clip.path, ref_text=clip.text, guided="yes")
+
+
+def test_guided_changes_nothing_for_gpts_without_aligned_heads(cloner, clip):
+    "The released GPTs have no aligned heads: `guided` (on by default) leaves their decoding exactly the reference's."
+    assert cloner.gpt.aligned_heads == ()
+    a = speak(cloner, clip.path, ref_text=clip.text, top_k=15, seed=4)
+    b = speak(cloner, clip.path, ref_text=clip.text, top_k=15, seed=4, guided=False)
+    assert torch.equal(a.wav, b.wav)
 
 
 def test_reference_free_and_aux_references(cloner, clip):
