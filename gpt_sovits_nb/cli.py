@@ -124,13 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     _weight_options(s)
     from gpt_sovits_nb.core import SAMPLING                             # the reference's defaults, one place
     g = s.add_argument_group("sampling (the GPT)")
-    g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=SAMPLING.top_k, help="sample among the k likeliest tokens (default: %(default)s)")
-    g.add_argument("--top-p", metavar="P", type=_number(float, 0, 1, lo_open=True, what="top-p"), default=SAMPLING.top_p,
-                   help="... and among those whose probabilities add up to p (default: %(default)s)")
-    g.add_argument("--temperature", metavar="T", type=_number(float, 0, 5, lo_open=True, what="the temperature"), default=SAMPLING.temperature,
-                   help="below 1: safer, flatter; above 1: livelier, riskier (default: %(default)s)")
-    g.add_argument("--repetition-penalty", metavar="R", type=_number(float, 1, 5, what="the repetition penalty"), default=SAMPLING.repetition_penalty,
-                   help="discourage tokens already said, to avoid loops (default: %(default)s)")
+    g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=None, help=f"sample among the k likeliest tokens (default: the model's; the reference's {SAMPLING.top_k})")
+    g.add_argument("--top-p", metavar="P", type=_number(float, 0, 1, lo_open=True, what="top-p"), default=None,
+                   help=f"... and among those whose probabilities add up to p (default: the model's; the reference's {SAMPLING.top_p})")
+    g.add_argument("--temperature", metavar="T", type=_number(float, 0, 5, lo_open=True, what="the temperature"), default=None,
+                   help=f"below 1: safer, flatter; above 1: livelier, riskier (default: the model's; the reference's {SAMPLING.temperature})")
+    g.add_argument("--repetition-penalty", metavar="R", type=_number(float, 1, 5, what="the repetition penalty"), default=None,
+                   help=f"discourage tokens already said, to avoid loops (default: the model's; the reference's {SAMPLING.repetition_penalty}, nano 1)")
     g.add_argument("--seed", metavar="N", type=_number(int, 0, 2**31 - 1, what="the seed"), default=None,
                    help="random seed: the same seed and options give the same audio (default: a new one, printed)")
     g.add_argument("--max-new-tokens", metavar="N", type=_number(int, 1, 10000, what="max-new-tokens"), default=SAMPLING.max_new_tokens,

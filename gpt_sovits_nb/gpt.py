@@ -11,16 +11,17 @@ from typing import Iterator, Mapping, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, config_section, get_device, add_classes
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, Sampling, config_section, get_device, add_classes
 from .text import PUNCTUATION
 
 # %% auto #0
 __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding', 'sine_table', 'SinePositions', 'SelfAttention',
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
-           'DecodeStep', 'Text2SemanticGPT', 's1_config_dict', 'count_parameters', 'decode_step',
-           'plot_next_token_distribution', 'sampling_widget', 'ReadingGuide', 'quantize_int8']
+           'Text2SemanticGPT', 'count_parameters', 'DecodeStep', 'decode_step', 'plot_next_token_distribution',
+           'sampling_widget', 's1_config_dict', 'ReadingGuide', 'quantize_int8']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -254,21 +255,6 @@ def sample_token(probs: torch.Tensor, generator: torch.Generator | None = None) 
     return torch.argmax(probs / q, dim=-1, keepdim=True)
 
 # %% ../nbs/06_gpt.ipynb #182b27a2
-MIN_NEW_TOKENS = 11
-"The reference removes EOS from the choices for decoding steps 0-10: at least 11 new tokens (0.44 s)."
-MAX_NEW_TOKENS = SAMPLING.max_new_tokens
-"The reference decoding loop's cap (60 s of speech at 25 tokens/s)."
-
-
-class DecodeStep(NamedTuple):
-    "One decoding step: its index, the token chosen [1, 1], the penalised logits and the probabilities it was drawn from, and whether it ends decoding on EOS."
-    index: int
-    token: torch.Tensor
-    logits: torch.Tensor
-    probs: torch.Tensor
-    eos: bool
-
-
 class Text2SemanticGPT(nn.Module):
     "The GPT-SoVITS text-to-semantic model (stage 1): phones + BERT features + prompt tokens -> semantic tokens."
     def __init__(self, config: GPTConfig = None):
@@ -302,6 +288,12 @@ class Text2SemanticGPT(nn.Module):
         return tuple((int(l), int(h)) for l, h in heads)
 
     @property
+    def sampling(self) -> Sampling:
+        "The sampling this model recommends: the reference's defaults (`SAMPLING`), changed by its checkpoint's config['sampling'] (nano models)."
+        own = ((self.s1_config or {}).get("sampling") or {})
+        return Sampling(**{**SAMPLING.__dict__, **{k: v for k, v in own.items() if k in SAMPLING.__dict__}})
+
+    @property
     def device(self) -> torch.device: return self.ar_predict_layer.weight.device
     @property
     def dtype(self) -> torch.dtype: return self.ar_predict_layer.weight.dtype
@@ -322,158 +314,27 @@ class Text2SemanticGPT(nn.Module):
         out = self.h(torch.cat([x, y], dim=1), prefix_lm_mask(x.shape[1], y.shape[1], x.device))
         return self.ar_predict_layer(out[:, x.shape[1]:])
 
-    # ---- inputs
-    def check_inputs(self, phones, bert, prompt=None):
-        "Validate and move the inputs: returns phones [1, N] long, bert [1, bert_dim, N] in the model dtype, prompt [1, P] long."
-        c, dev = self.config, self.device
-        phones = torch.as_tensor(phones)
-        if phones.dim() == 1: phones = phones[None]
-        if phones.dim() != 2 or phones.shape[0] != 1:
-            raise ConfigError(f"phones has shape {list(phones.shape)}: expected [1, N] (one sentence: reference phones then target phones).")
-        if phones.is_floating_point() or phones.dtype == torch.bool:
-            raise ConfigError(f"phones has dtype {phones.dtype}: expected integer phone ids (text.phones_to_ids), e.g. a LongTensor.")
-        N = phones.shape[1]
-        if N == 0: raise ConfigError("phones is empty: there is nothing to say. Pass the reference transcript's phones followed by the target text's.")
-        lo, hi = int(phones.min()), int(phones.max())
-        if lo < 0 or hi >= c.phoneme_vocab_size:
-            raise ConfigError(f"phone id {hi if hi >= c.phoneme_vocab_size else lo} is outside this {self.version or 'custom'} GPT's phone table "
-                              f"(0..{c.phoneme_vocab_size - 1}). Convert phones with the same version as the model: phones_to_ids(phones, version={self.version!r}).")
-        bert = torch.as_tensor(bert)
-        if bert.dim() == 2: bert = bert[None]
-        if bert.dim() != 3 or bert.shape[0] != 1:
-            raise ConfigError(f"bert has shape {list(bert.shape)}: expected [1, {c.bert_dim}, N] (one BERT vector per phone).")
-        if bert.shape[1] != c.bert_dim:
-            hint = (f" It looks transposed: pass bert.transpose(1, 2)." if bert.shape[2] == c.bert_dim else
-                    f" The GPT reads {c.bert_dim}-wide features (chinese-roberta-wwm-ext-large); for text without BERT features pass zeros [1, {c.bert_dim}, N].")
-            raise ConfigError(f"bert has {bert.shape[1]} features per phone, expected {c.bert_dim}.{hint}")
-        if bert.shape[2] != N:
-            raise ConfigError(f"phones has {N} ids but bert has {bert.shape[2]} columns: there must be one BERT vector per phone "
-                              "(reference and target text together, in the same order).")
-        if not bert.is_floating_point() or not torch.isfinite(bert).all():
-            raise ConfigError("bert must hold finite floating-point features (found NaN, inf or an integer dtype).")
-        if prompt is None: prompt = torch.zeros(1, 0, dtype=torch.long)
-        prompt = torch.as_tensor(prompt)
-        if prompt.dim() == 1: prompt = prompt[None]
-        if prompt.dim() != 2 or prompt.shape[0] != 1:
-            raise ConfigError(f"prompt has shape {list(prompt.shape)}: expected [1, P] semantic tokens of the reference clip (or None).")
-        if prompt.numel() and (prompt.is_floating_point() or int(prompt.min()) < 0 or int(prompt.max()) >= c.EOS):
-            raise ConfigError(f"prompt must hold semantic tokens 0..{c.EOS - 1} (integers); found {prompt.dtype} values "
-                              f"{prompt.min().item()}..{prompt.max().item()}. Use the tokens SoVITS.extract_latent gives.")
-        return phones.to(dev, torch.long), bert.to(dev, self.dtype), prompt.to(dev, torch.long)
-
-    # ---- the first step
-    @torch.inference_mode()
-    def prefill_logits(self, phones, bert, prompt=None) -> torch.Tensor:
-        "Raw logits [1, V] (float32) of the first decoding step: before the EOS rule and the repetition penalty."
-        phones, bert, prompt = self.check_inputs(phones, bert, prompt)
-        xy = torch.cat([self.embed_text(phones, bert), self.embed_audio(prompt)], dim=1)
-        out = self.h(xy, prefix_lm_mask(phones.shape[1], prompt.shape[1], xy.device))
-        return self.ar_predict_layer(out[:, -1]).float()
-
-    # ---- decoding
-    @torch.inference_mode()
-    def decode(self, phones, bert, prompt=None,
-               top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
-               max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-               generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> Iterator[DecodeStep]:
-        """Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and
-        checking). `guide`: a `ReadingGuide` that holds the aligned heads to the text (section 9; None: the reference's decoding)."""
-        check_sampling(top_k, top_p, temperature, repetition_penalty)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens={max_new_tokens!r}: expected a positive whole number (25 tokens = 1 s of speech).")
-        phones, bert, prompt = self.check_inputs(phones, bert, prompt)
-        N, P, EOS = phones.shape[1], prompt.shape[1], self.config.EOS
-        x = self.embed_text(phones, bert)                                       # [1, N, D]
-        history = torch.empty(1, P + max_new_tokens, dtype=torch.long, device=x.device)  # prompt + new tokens
-        history[:, :P] = prompt
-        if use_cache:
-            c = self.config
-            cache = KVCache(c.n_layer, 1, c.head, c.hidden_dim // c.head, N + P + min(max_new_tokens, 256), x.dtype, x.device)
-            step_input = torch.cat([x, self.embed_audio(prompt)], dim=1)        # the prefill: [1, N + P, D]
-            attend = prefix_lm_mask(N, P, x.device)
-        if guide is not None: guide.attach(self, N)
-        try:
-            for i in range(max_new_tokens):
-                if use_cache:
-                    hidden = self.h(step_input, attend, cache)[:, -1]           # [1, D]
-                else:
-                    xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
-                    hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
-                logits = self.ar_predict_layer(hidden)                          # [1, V]
-                if guide is not None: guide.step(logits, EOS, i >= min_new_tokens)   # moves on; may refuse or force EOS
-                step = decode_step(i, logits, history, P, EOS, top_k, top_p, temperature,
-                                   repetition_penalty, min_new_tokens, generator)   # logits -> the chosen token
-                yield step
-                if step.eos: return
-                if use_cache:
-                    step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
-        finally:
-            if guide is not None: guide.detach(self)
-
-    @torch.inference_mode()
-    def infer(self, phones, bert, prompt=None,
-              top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
-              max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-              generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> torch.Tensor:
-        "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included). `guide`: as in `decode`."
-        steps = list(self.decode(phones, bert, prompt, top_k, top_p, temperature, repetition_penalty,
-                                 max_new_tokens, min_new_tokens, use_cache, generator, guide))
-        tokens = torch.cat([s.token for s in steps], dim=1)
-        return tokens[:, :-1] if steps[-1].eos else tokens
-
-    # ---- checkpoints
-    @classmethod
-    def from_checkpoint_dict(cls, ckpt: Mapping, device="cpu") -> "Text2SemanticGPT":
-        "Build from an already-loaded official s1 dict {'weight': {'model.<k>': tensor}, 'config': {'model': {...}}}; float32, eval mode."
-        if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("weight"), Mapping):
-            raise CheckpointError("not a GPT checkpoint: expected a dict with 'weight' (the tensors) and 'config', as s1 .ckpt files hold.")
-        cfg = ckpt.get("config")
-        section = config_section(cfg, "model")
-        if not section:
-            raise CheckpointError("the GPT checkpoint has no config['model'] section: its sizes (layers, width, heads) are unknown.")
-        config = GPTConfig.from_dict(section)
-        weights = ckpt["weight"]
-        other = [k for k in weights if not k.startswith("model.")]
-        if other: raise CheckpointError(f"GPT weight names all start with 'model.'; these do not: {other[:5]}. Is this a SoVITS file?")
-        state = {k[len("model."):]: v for k, v in weights.items()}
-        with torch.device("meta"): model = cls(config)                          # no memory, no random init
-        want = {k: v.shape for k, v in model.state_dict().items()}
-        missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-        wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(want[k])}" for k in want if k in state and state[k].shape != want[k]]
-        if missing or unexpected or wrong:
-            raise CheckpointError(f"the GPT weights do not fit the model its config describes ({config.n_layer} layers, width {config.hidden_dim}, "
-                                  f"{config.phoneme_vocab_size} phones): missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:3]}.")
-        model = model.to_empty(device=get_device(device))
-        model.load_state_dict(state, strict=True)                               # copies, so float16 files become float32
-        model.s1_config = copy.deepcopy(cfg) if isinstance(cfg, dict) else None
-        model.info = ckpt.get("info")
-        return model.eval()
-
-    def to_checkpoint_dict(self, half: bool = True) -> dict:
-        "The official s1 dict: {'weight': {'model.<k>': tensor (float16 by default)}, 'config': {...}, 'info': str}."
-        if any(isinstance(m, SelfAttention) and m.in_proj_int8 is not None for m in self.modules()):
-            raise ConfigError("This GPT has int8 weights (quantize_int8), which are for decoding only: save the float model it was made from.")
-        weight = OrderedDict()
-        for k, v in self.state_dict().items():
-            v = v.detach().cpu()
-            weight["model." + k] = v.half() if half and v.is_floating_point() else v.clone()
-        config = copy.deepcopy(self.s1_config) if self.s1_config else s1_config_dict(self.config)
-        config["model"] = {**config.get("model", {}), **s1_config_dict(self.config)["model"]}
-        return {"weight": weight, "config": config, "info": self.info or "GPT-e0"}
-
-
-def s1_config_dict(config: GPTConfig) -> dict:
-    "An official-looking s1 config for `config` (the sections the official loaders read: model, data.max_sec)."
-    model = {"vocab_size": config.vocab_size, "phoneme_vocab_size": config.phoneme_vocab_size, "embedding_dim": config.embedding_dim,
-             "hidden_dim": config.hidden_dim, "head": config.head, "linear_units": config.ffn_dim, "n_layer": config.n_layer,
-             "dropout": config.dropout, "EOS": config.EOS, "random_bert": 0}
-    if config.bert_dim != 1024: model["bert_dim"] = config.bert_dim
-    return {"model": model, "data": {"max_sec": 54, "pad_val": config.EOS}, "inference": {"top_k": 15}}
-
 
 def count_parameters(model: nn.Module) -> int:
     "Number of parameters (works on the meta device too)."
     return sum(p.numel() for p in model.parameters())
+
+
+# %% ../nbs/06_gpt.ipynb #9c8bfb87
+MIN_NEW_TOKENS = 11
+"The reference removes EOS from the choices for decoding steps 0-10: at least 11 new tokens (0.44 s)."
+MAX_NEW_TOKENS = SAMPLING.max_new_tokens
+"The reference decoding loop's cap (60 s of speech at 25 tokens/s)."
+
+
+class DecodeStep(NamedTuple):
+    "One decoding step: its index, the token chosen [1, 1], the penalised logits and the probabilities it was drawn from, and whether it ends decoding on EOS."
+    index: int
+    token: torch.Tensor
+    logits: torch.Tensor
+    probs: torch.Tensor
+    eos: bool
+
 
 def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS: int, top_k=SAMPLING.top_k,
                 top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
@@ -488,6 +349,113 @@ def decode_step(i: int, logits: torch.Tensor, history: torch.Tensor, P: int, EOS
     token = sample_token(probs, generator)                                  # [1, 1]
     history[:, P + i] = token[:, 0]
     return DecodeStep(i, token, logits, probs, bool(((greedy == EOS) | (token[:, 0] == EOS)).item()))
+
+
+# %% ../nbs/06_gpt.ipynb #c29e39eb
+@patch
+@torch.inference_mode()
+def prefill_logits(self: Text2SemanticGPT, phones, bert, prompt=None) -> torch.Tensor:
+    "Raw logits [1, V] (float32) of the first decoding step: before the EOS rule and the repetition penalty."
+    phones, bert, prompt = self.check_inputs(phones, bert, prompt)
+    xy = torch.cat([self.embed_text(phones, bert), self.embed_audio(prompt)], dim=1)
+    out = self.h(xy, prefix_lm_mask(phones.shape[1], prompt.shape[1], xy.device))
+    return self.ar_predict_layer(out[:, -1]).float()
+
+
+@patch
+@torch.inference_mode()
+def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
+           top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
+           max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
+           generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> Iterator[DecodeStep]:
+    """Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and
+    checking). `guide`: a `ReadingGuide` that holds the aligned heads to the text (section 9; None: the reference's decoding)."""
+    check_sampling(top_k, top_p, temperature, repetition_penalty)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r}: expected a positive whole number (25 tokens = 1 s of speech).")
+    phones, bert, prompt = self.check_inputs(phones, bert, prompt)
+    N, P, EOS = phones.shape[1], prompt.shape[1], self.config.EOS
+    x = self.embed_text(phones, bert)                                       # [1, N, D]
+    history = torch.empty(1, P + max_new_tokens, dtype=torch.long, device=x.device)  # prompt + new tokens
+    history[:, :P] = prompt
+    if use_cache:
+        c = self.config
+        cache = KVCache(c.n_layer, 1, c.head, c.hidden_dim // c.head, N + P + min(max_new_tokens, 256), x.dtype, x.device)
+        step_input = torch.cat([x, self.embed_audio(prompt)], dim=1)        # the prefill: [1, N + P, D]
+        attend = prefix_lm_mask(N, P, x.device)
+    if guide is not None: guide.attach(self, N)
+    try:
+        for i in range(max_new_tokens):
+            if use_cache:
+                hidden = self.h(step_input, attend, cache)[:, -1]           # [1, D]
+            else:
+                xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
+                hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
+            logits = self.ar_predict_layer(hidden)                          # [1, V]
+            if guide is not None: guide.step(logits, EOS, i >= min_new_tokens)   # moves on; may refuse or force EOS
+            step = decode_step(i, logits, history, P, EOS, top_k, top_p, temperature,
+                               repetition_penalty, min_new_tokens, generator)   # logits -> the chosen token
+            yield step
+            if step.eos: return
+            if use_cache:
+                step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
+    finally:
+        if guide is not None: guide.detach(self)
+
+
+@patch
+@torch.inference_mode()
+def infer(self: Text2SemanticGPT, phones, bert, prompt=None,
+          top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
+          max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
+          generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> torch.Tensor:
+    "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included). `guide`: as in `decode`."
+    steps = list(self.decode(phones, bert, prompt, top_k, top_p, temperature, repetition_penalty,
+                             max_new_tokens, min_new_tokens, use_cache, generator, guide))
+    tokens = torch.cat([s.token for s in steps], dim=1)
+    return tokens[:, :-1] if steps[-1].eos else tokens
+
+
+# %% ../nbs/06_gpt.ipynb #a0341488
+@patch
+def check_inputs(self: Text2SemanticGPT, phones, bert, prompt=None):
+    "Validate and move the inputs: returns phones [1, N] long, bert [1, bert_dim, N] in the model dtype, prompt [1, P] long."
+    c, dev = self.config, self.device
+    phones = torch.as_tensor(phones)
+    if phones.dim() == 1: phones = phones[None]
+    if phones.dim() != 2 or phones.shape[0] != 1:
+        raise ConfigError(f"phones has shape {list(phones.shape)}: expected [1, N] (one sentence: reference phones then target phones).")
+    if phones.is_floating_point() or phones.dtype == torch.bool:
+        raise ConfigError(f"phones has dtype {phones.dtype}: expected integer phone ids (text.phones_to_ids), e.g. a LongTensor.")
+    N = phones.shape[1]
+    if N == 0: raise ConfigError("phones is empty: there is nothing to say. Pass the reference transcript's phones followed by the target text's.")
+    lo, hi = int(phones.min()), int(phones.max())
+    if lo < 0 or hi >= c.phoneme_vocab_size:
+        raise ConfigError(f"phone id {hi if hi >= c.phoneme_vocab_size else lo} is outside this {self.version or 'custom'} GPT's phone table "
+                          f"(0..{c.phoneme_vocab_size - 1}). Convert phones with the same version as the model: phones_to_ids(phones, version={self.version!r}).")
+    bert = torch.as_tensor(bert)
+    if bert.dim() == 2: bert = bert[None]
+    if bert.dim() != 3 or bert.shape[0] != 1:
+        raise ConfigError(f"bert has shape {list(bert.shape)}: expected [1, {c.bert_dim}, N] (one BERT vector per phone).")
+    if bert.shape[1] != c.bert_dim:
+        hint = (f" It looks transposed: pass bert.transpose(1, 2)." if bert.shape[2] == c.bert_dim else
+                f" The GPT reads {c.bert_dim}-wide features (chinese-roberta-wwm-ext-large); for text without BERT features pass zeros [1, {c.bert_dim}, N].")
+        raise ConfigError(f"bert has {bert.shape[1]} features per phone, expected {c.bert_dim}.{hint}")
+    if bert.shape[2] != N:
+        raise ConfigError(f"phones has {N} ids but bert has {bert.shape[2]} columns: there must be one BERT vector per phone "
+                          "(reference and target text together, in the same order).")
+    if not bert.is_floating_point() or not torch.isfinite(bert).all():
+        raise ConfigError("bert must hold finite floating-point features (found NaN, inf or an integer dtype).")
+    if prompt is None: prompt = torch.zeros(1, 0, dtype=torch.long)
+    prompt = torch.as_tensor(prompt)
+    if prompt.dim() == 1: prompt = prompt[None]
+    if prompt.dim() != 2 or prompt.shape[0] != 1:
+        raise ConfigError(f"prompt has shape {list(prompt.shape)}: expected [1, P] semantic tokens of the reference clip (or None).")
+    if prompt.numel() and (prompt.is_floating_point() or int(prompt.min()) < 0 or int(prompt.max()) >= c.EOS):
+        raise ConfigError(f"prompt must hold semantic tokens 0..{c.EOS - 1} (integers); found {prompt.dtype} values "
+                          f"{prompt.min().item()}..{prompt.max().item()}. Use the tokens SoVITS.extract_latent gives.")
+    return phones.to(dev, torch.long), bert.to(dev, self.dtype), prompt.to(dev, torch.long)
+
 
 # %% ../nbs/06_gpt.ipynb #7618275d
 @torch.inference_mode()
@@ -585,6 +553,58 @@ def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = Non
     box._gsv = dict(top_k=top_k, top_p=top_p, temperature=temperature, penalty=penalty, status=status, out=out, redraw=redraw)
     redraw()
     return box
+
+# %% ../nbs/06_gpt.ipynb #f1ba12dd
+@patch(cls_method=True)
+def from_checkpoint_dict(cls: Text2SemanticGPT, ckpt: Mapping, device="cpu") -> "Text2SemanticGPT":
+    "Build from an already-loaded official s1 dict {'weight': {'model.<k>': tensor}, 'config': {'model': {...}}}; float32, eval mode."
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("weight"), Mapping):
+        raise CheckpointError("not a GPT checkpoint: expected a dict with 'weight' (the tensors) and 'config', as s1 .ckpt files hold.")
+    cfg = ckpt.get("config")
+    section = config_section(cfg, "model")
+    if not section:
+        raise CheckpointError("the GPT checkpoint has no config['model'] section: its sizes (layers, width, heads) are unknown.")
+    config = GPTConfig.from_dict(section)
+    weights = ckpt["weight"]
+    other = [k for k in weights if not k.startswith("model.")]
+    if other: raise CheckpointError(f"GPT weight names all start with 'model.'; these do not: {other[:5]}. Is this a SoVITS file?")
+    state = {k[len("model."):]: v for k, v in weights.items()}
+    with torch.device("meta"): model = cls(config)                          # no memory, no random init
+    want = {k: v.shape for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(want[k])}" for k in want if k in state and state[k].shape != want[k]]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"the GPT weights do not fit the model its config describes ({config.n_layer} layers, width {config.hidden_dim}, "
+                              f"{config.phoneme_vocab_size} phones): missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shapes {wrong[:3]}.")
+    model = model.to_empty(device=get_device(device))
+    model.load_state_dict(state, strict=True)                               # copies, so float16 files become float32
+    model.s1_config = copy.deepcopy(cfg) if isinstance(cfg, dict) else None
+    model.info = ckpt.get("info")
+    return model.eval()
+
+
+@patch
+def to_checkpoint_dict(self: Text2SemanticGPT, half: bool = True) -> dict:
+    "The official s1 dict: {'weight': {'model.<k>': tensor (float16 by default)}, 'config': {...}, 'info': str}."
+    if any(isinstance(m, SelfAttention) and m.in_proj_int8 is not None for m in self.modules()):
+        raise ConfigError("This GPT has int8 weights (quantize_int8), which are for decoding only: save the float model it was made from.")
+    weight = OrderedDict()
+    for k, v in self.state_dict().items():
+        v = v.detach().cpu()
+        weight["model." + k] = v.half() if half and v.is_floating_point() else v.clone()
+    config = copy.deepcopy(self.s1_config) if self.s1_config else s1_config_dict(self.config)
+    config["model"] = {**config.get("model", {}), **s1_config_dict(self.config)["model"]}
+    return {"weight": weight, "config": config, "info": self.info or "GPT-e0"}
+
+
+def s1_config_dict(config: GPTConfig) -> dict:
+    "An official-looking s1 config for `config` (the sections the official loaders read: model, data.max_sec)."
+    model = {"vocab_size": config.vocab_size, "phoneme_vocab_size": config.phoneme_vocab_size, "embedding_dim": config.embedding_dim,
+             "hidden_dim": config.hidden_dim, "head": config.head, "linear_units": config.ffn_dim, "n_layer": config.n_layer,
+             "dropout": config.dropout, "EOS": config.EOS, "random_bert": 0}
+    if config.bert_dim != 1024: model["bert_dim"] = config.bert_dim
+    return {"model": model, "data": {"max_sec": 54, "pad_val": config.EOS}, "inference": {"top_k": 15}}
+
 
 # %% ../nbs/06_gpt.ipynb #575994c1
 class ReadingGuide:

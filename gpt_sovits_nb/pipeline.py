@@ -16,6 +16,7 @@ from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFound
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
 from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
 from .gpt import ReadingGuide
+from fastcore.basics import patch
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
@@ -347,6 +348,8 @@ class Speech:
     def _repr_html_(self): return self.player()._repr_html_()
     def __repr__(self): return f"Speech({self.duration:.2f} s at {self.sr} Hz, {len(self.pieces)} piece(s), seed={self.seed})"
 
+
+# %% ../nbs/09_pipeline.ipynb #243769f8
 class VoiceCloner:
     "A loaded model set that clones voices: `synthesize(text, lang, ref, ref_text, ...) -> Speech`."
     def __init__(self, gpt, sovits, ssl, bert=None, sv=None, device="cpu"):
@@ -358,6 +361,9 @@ class VoiceCloner:
                               "SVEncoder.from_file('pretrained_eres2netv2w24s4ep4.ckpt').")
         self._lock = threading.Lock()               # one synthesis at a time: threads may share a cloner safely
         self._silence = None                        # token similarity to silence, for streaming (computed on first use)
+
+    @property
+    def gpt_version(self) -> str: return phone_table(self.version)
 
     @classmethod
     def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None) -> "VoiceCloner":
@@ -389,169 +395,156 @@ class VoiceCloner:
         if note: print(note)
         return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half)
 
-    # ---- the reference
-    def prepare_reference(self, clip, text: str | None = None, lang: str = "en", sr: int | None = None) -> Reference:
-        "Prompt tokens, spectrogram (and sv_emb) of a reference clip (path, or wav [1, S] with `sr`), and its text's phones."
-        from gpt_sovits_nb.tokens import REF_PAD, SSL_SR
-        name = f"The reference clip '{clip}'" if isinstance(clip, (str, Path)) else "The reference clip"
-        if isinstance(clip, (str, Path)):
-            total = (audio_header(clip) or (None,))[0]                   # only the first 12 s are read from a longer file
-            wav16 = load_audio(clip, SSL_SR, method="soxr_hq", max_seconds=READ_S)   # as librosa.load(sr=16000)
-            wav32 = load_audio(clip, SR_SOVITS, max_seconds=READ_S)                  # as torchaudio.load + Resample
-        else:
-            if sr is None: raise ConfigError("prepare_reference: pass sr= (the sample rate) with a waveform.")
-            w, total = check_audio(torch.as_tensor(clip).float().reshape(1, -1), sr, name), None
-            wav16, wav32 = resample(w, sr, SSL_SR, "soxr_hq"), resample(w, sr, SR_SOVITS)
-        seconds = wav16.shape[-1] / SSL_SR
-        wav16, notes = fit_reference_length(wav16, SSL_SR, name, total)
-        check_reference_text(text, wav16.shape[-1] / SSL_SR, cut=bool(notes))       # before the slow part (HuBERT)
-        if notes:                                                        # keep the 32 kHz copy in step: the same span
-            n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
-            wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)
-        cr = full_scale_ratio(wav32)
-        if cr > 0.001: notes.append(f"{name} is clipped ({100 * cr:.1f} % of samples at full scale): the clone will copy the "
-                                    "distortion. Record with a lower input level if you can.")
-        peak = float(wav32.abs().max())
-        if peak > 1: wav32 = wav32 / min(2.0, peak)                     # as the reference's _get_ref_spec
-        spec = self.sovits.reference_spec(wav32)                        # [1, 1025, F] (nano: its mel [1, 80, F])
-        sv_emb = None
-        if self.sovits.config.is_pro:
-            sv_emb = self.sv.embed(resample(wav32, SR_SOVITS, SSL_SR).to(self.device))
-        prompt, phones, bert = None, [], None
-        if text is not None and str(text).strip():
-            ssl_in = torch.cat([wav16, wav16.new_zeros(1, REF_PAD)], 1)  # 0.6 s of silence, as the reference
-            with torch.inference_mode():
-                codes = self.sovits.extract_latent(self.ssl.features(ssl_in.to(self.device)).to(self.sovits.dtype))
-            prompt = codes[0, :1].long()                                 # [1, P]
-            text = str(text).strip("\n")
-            if text[-1] not in CLAUSE_ENDS: text += "." if lang == "en" else "。"
-            tf = reference_text_features(text, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
-            phones, bert = tf.phones, tf.bert
-        return Reference(prompt, spec, sv_emb, phones, bert, text, lang, str(clip) if isinstance(clip, (str, Path)) else "<array>",
-                         seconds, notes)
 
-    @property
-    def gpt_version(self) -> str: return phone_table(self.version)
+# %% ../nbs/09_pipeline.ipynb #0e6df549
+@patch
+def prepare_reference(self: VoiceCloner, clip, text: str | None = None, lang: str = "en", sr: int | None = None) -> Reference:
+    "Prompt tokens, spectrogram (and sv_emb) of a reference clip (path, or wav [1, S] with `sr`), and its text's phones."
+    from gpt_sovits_nb.tokens import REF_PAD, SSL_SR
+    name = f"The reference clip '{clip}'" if isinstance(clip, (str, Path)) else "The reference clip"
+    if isinstance(clip, (str, Path)):
+        total = (audio_header(clip) or (None,))[0]                   # only the first 12 s are read from a longer file
+        wav16 = load_audio(clip, SSL_SR, method="soxr_hq", max_seconds=READ_S)   # as librosa.load(sr=16000)
+        wav32 = load_audio(clip, SR_SOVITS, max_seconds=READ_S)                  # as torchaudio.load + Resample
+    else:
+        if sr is None: raise ConfigError("prepare_reference: pass sr= (the sample rate) with a waveform.")
+        w, total = check_audio(torch.as_tensor(clip).float().reshape(1, -1), sr, name), None
+        wav16, wav32 = resample(w, sr, SSL_SR, "soxr_hq"), resample(w, sr, SR_SOVITS)
+    seconds = wav16.shape[-1] / SSL_SR
+    wav16, notes = fit_reference_length(wav16, SSL_SR, name, total)
+    check_reference_text(text, wav16.shape[-1] / SSL_SR, cut=bool(notes))       # before the slow part (HuBERT)
+    if notes:                                                        # keep the 32 kHz copy in step: the same span
+        n = wav16.shape[-1] * (SR_SOVITS // SSL_SR)
+        wav32 = wav32[:, :n] if wav32.shape[-1] >= n else torch.cat([wav32, wav32.new_zeros(1, n - wav32.shape[-1])], 1)
+    cr = full_scale_ratio(wav32)
+    if cr > 0.001: notes.append(f"{name} is clipped ({100 * cr:.1f} % of samples at full scale): the clone will copy the "
+                                "distortion. Record with a lower input level if you can.")
+    peak = float(wav32.abs().max())
+    if peak > 1: wav32 = wav32 / min(2.0, peak)                     # as the reference's _get_ref_spec
+    spec = self.sovits.reference_spec(wav32)                        # [1, 1025, F] (nano: its mel [1, 80, F])
+    sv_emb = None
+    if self.sovits.config.is_pro:
+        sv_emb = self.sv.embed(resample(wav32, SR_SOVITS, SSL_SR).to(self.device))
+    prompt, phones, bert = None, [], None
+    if text is not None and str(text).strip():
+        ssl_in = torch.cat([wav16, wav16.new_zeros(1, REF_PAD)], 1)  # 0.6 s of silence, as the reference
+        with torch.inference_mode():
+            codes = self.sovits.extract_latent(self.ssl.features(ssl_in.to(self.device)).to(self.sovits.dtype))
+        prompt = codes[0, :1].long()                                 # [1, P]
+        text = str(text).strip("\n")
+        if text[-1] not in CLAUSE_ENDS: text += "." if lang == "en" else "。"
+        tf = reference_text_features(text, lang, self.gpt_version, self.bert, self.gpt.config.bert_dim)
+        phones, bert = tf.phones, tf.bert
+    return Reference(prompt, spec, sv_emb, phones, bert, text, lang, str(clip) if isinstance(clip, (str, Path)) else "<array>",
+                     seconds, notes)
 
-    # ---- speaking
-    def _check(self, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,
-               pause, max_new_tokens, batch_size=1, guided=True) -> list[str]:
-        "Check every argument of a call before any slow work (ConfigError, TextError); returns the text's pieces."
-        from gpt_sovits_nb.gpt import check_sampling
-        if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
-        def number(name, v, lo, hi):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
-                raise ConfigError(f"{name}={v!r}: use a number from {lo} to {hi}.")
-        number("speed", speed, 0.25, 4.0); number("noise_scale", noise_scale, 0.0, 2.0)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or not 1 <= max_new_tokens <= 10000:
-            raise ConfigError(f"max_new_tokens={max_new_tokens!r}: use a whole number from 1 to 10000 (25 tokens = 1 s of speech).")
-        if ref is None: raise ConfigError("synthesize needs a reference clip (ref=...): a 3-10 s recording of the voice to clone.")
-        for name, value in (("lang", lang), ("ref_lang", ref_lang)):
-            if value is not None and value not in LANGS: raise ConfigError(f"Unknown language option {name}={value!r}: use one of {', '.join(LANGS)}.")
-        if not (isinstance(pause, (int, float)) and 0 <= pause <= 10):
-            raise ConfigError(f"pause must be between 0 and 10 seconds, got {pause!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63):
-            raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
-        check_sampling(top_k, top_p, temperature, repetition_penalty)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 64:
-            raise ConfigError(f"batch_size={batch_size!r}: use a whole number from 1 to 64 (pieces the GPT decodes at once).")
-        if not isinstance(guided, bool): raise ConfigError(f"guided={guided!r}: use True (the reading guide, for GPTs that have one) or False.")
-        return split_sentences(text, lang, cut)
 
-    def _prepare(self, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs) -> _Call:
-        "The slow set-up of a checked call: the reference clip(s), and the call's own generator seeded by `seed`."
-        reference = ref if isinstance(ref, Reference) else self.prepare_reference(ref, ref_text, ref_lang or lang)
-        refs = [reference] + [r if isinstance(r, Reference) else self.prepare_reference(r, None, ref_lang or lang) for r in aux_refs]
-        seed = int(seed) if seed is not None else random.randrange(2**31)
-        sr = self.sovits.config.sampling_rate                           # 32 kHz (nano: its vocoder's 22.05 kHz)
-        return _Call(pieces, lang, reference, refs, seed, torch.Generator(device=self.device).manual_seed(seed),
-                     torch.zeros(1, int(round(pause * sr))), sr, dict(knobs))
+# %% ../nbs/09_pipeline.ipynb #5846b865
+@patch
+def _gpt_inputs(self: VoiceCloner, call: _Call, tf: TextFeatures):
+    "phones [1, N], bert [1, bert_dim, N] (reference text, then the piece's) and the prompt [1, P] (or None)."
+    r = call.reference
+    bert = torch.cat([r.bert, tf.bert], 1) if r.bert is not None else tf.bert
+    return (torch.tensor([r.phones + tf.phones], device=self.device), bert[None].to(self.device),
+            r.prompt.to(self.device) if r.prompt is not None else None)
 
-    def _gpt_inputs(self, call: _Call, tf: TextFeatures):
-        "phones [1, N], bert [1, bert_dim, N] (reference text, then the piece's) and the prompt [1, P] (or None)."
-        r = call.reference
-        bert = torch.cat([r.bert, tf.bert], 1) if r.bert is not None else tf.bert
-        return (torch.tensor([r.phones + tf.phones], device=self.device), bert[None].to(self.device),
-                r.prompt.to(self.device) if r.prompt is not None else None)
+@patch
+def _guide(self: VoiceCloner, call: _Call, tf: TextFeatures) -> ReadingGuide | None:
+    "A reading guide for one piece (chapter 06), when the call wants one and the GPT has aligned heads (nano); else None."
+    return ReadingGuide.for_text(self.gpt, len(call.reference.phones), tf.symbols) if call.knobs.get("guided") else None
 
-    def _guide(self, call: _Call, tf: TextFeatures) -> ReadingGuide | None:
-        "A reading guide for one piece (chapter 06), when the call wants one and the GPT has aligned heads (nano); else None."
-        return ReadingGuide.for_text(self.gpt, len(call.reference.phones), tf.symbols) if call.knobs.get("guided") else None
+@patch
+def _decode(self: VoiceCloner, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
+    "SoVITS on semantic tokens [T] of one piece: float32 CPU audio [1, S], not normalised; refuses NaN."
+    specs = [r.spec.to(self.device, self.sovits.dtype) for r in call.refs]
+    svs = [r.sv_emb for r in call.refs] if self.sovits.config.is_pro else None
+    wav = self.sovits.decode(tokens.reshape(1, 1, -1).to(self.device), torch.tensor([tf.phones], device=self.device),
+                             specs if len(specs) > 1 else specs[0], noise_scale=call.knobs["noise_scale"], speed=call.knobs["speed"],
+                             sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None, generator=generator)[0].float().cpu()
+    if not bool(torch.isfinite(wav).all()):
+        raise GSVError(f"The models produced NaN or infinite audio for {piece!r}: their weights or this input are broken "
+                       "(a diverged fine-tune does this). Nothing was written; try the released or nano weights.")
+    return wav
 
-    def _decode(self, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
-        "SoVITS on semantic tokens [T] of one piece: float32 CPU audio [1, S], not normalised; refuses NaN."
-        specs = [r.spec.to(self.device, self.sovits.dtype) for r in call.refs]
-        svs = [r.sv_emb for r in call.refs] if self.sovits.config.is_pro else None
-        wav = self.sovits.decode(tokens.reshape(1, 1, -1).to(self.device), torch.tensor([tf.phones], device=self.device),
-                                 specs if len(specs) > 1 else specs[0], noise_scale=call.knobs["noise_scale"], speed=call.knobs["speed"],
-                                 sv_emb=(svs if len(svs) > 1 else svs[0]) if svs else None, generator=generator)[0].float().cpu()
-        if not bool(torch.isfinite(wav).all()):
-            raise GSVError(f"The models produced NaN or infinite audio for {piece!r}: their weights or this input are broken "
-                           "(a diverged fine-tune does this). Nothing was written; try the released or nano weights.")
-        return wav
-
-    def _speak(self, call: _Call, batch_size: int = 1, progress: bool = False):
-        """Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size`
-        pieces at once, or one at a time when a reading guide holds it to the text (it follows one piece)."""
-        k = {n: call.knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
-        if call.knobs.get("guided") and self.gpt.aligned_heads: batch_size = 1
-        groups = [call.pieces[i:i + batch_size] for i in range(0, len(call.pieces), batch_size)]
-        for group in _progress(groups, progress):
-            tfs = [text_features(p, call.lang, self.gpt_version, self.bert, self.gpt.config.bert_dim) for p in group]
-            ins = [self._gpt_inputs(call, tf) for tf in tfs]
-            if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen, guide=self._guide(call, tfs[0]))[0]]
-            else: tokens = [t[0] for t in self.gpt.infer_batch([i[0] for i in ins], [i[1] for i in ins], ins[0][2], **k, generator=call.gen)]
-            for piece, tf, tok in zip(group, tfs, tokens):
-                wav = self._decode(call, piece, tf, tok, call.gen)
-                call.info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": tok.cpu()})
-                yield wav / max(1.0, float(wav.abs().max())), call.info[-1]
-
-    @torch.inference_mode()
-    def _synthesize(self, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size) -> Speech:
-        "The body of `synthesize`, which holds the lock."
-        t0 = time.perf_counter()
-        call = self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs)
-        out = [w for wav, _ in self._speak(call, batch_size, progress) for w in (wav, call.gap)]
-        return Speech(torch.cat(out, 1), call.sr, call.info, [n for r in call.refs for n in r.notes], call.seed, time.perf_counter() - t0)
-
-    def synthesize(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
-                   aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
-                   repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-                   cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, progress: bool = True,
-                   batch_size: int = 1, guided: bool = True) -> Speech:
-        """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
-        one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own).
-        `batch_size` > 1 lets the GPT decode that many pieces at once (same tokens as one by one when greedy, top_k=1).
-        `guided`: hold a GPT with aligned heads (the nano model) to the text with a `ReadingGuide` (chapter 06); released GPTs
-        have none and decode as the reference does either way."""
-        pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
-                             cut, pause, max_new_tokens, batch_size, guided)
-        knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
-                     noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
-        with self._lock:
-            return self._synthesize(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size)
-
-    def stream(self, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
-               aux_refs: Sequence = (), top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, temperature: float = SAMPLING.temperature,
-               repetition_penalty: float = SAMPLING.repetition_penalty, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
-               cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, mode: str = "sentence",
-               chunk_tokens: int = 16, overlap_tokens: int = 2, guided: bool = True) -> Iterator[torch.Tensor]:
-        """Speak `text` as a stream of float32 audio chunks [1, S] at `sovits.config.sampling_rate` (see `STREAM_MODES`).
-        Arguments are checked now; the work (holding the cloner's lock) starts at the first `next()` and ends when the
-        stream is exhausted or closed. "sentence" chunks joined equal `synthesize` with the same seed."""
-        pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
-                             cut, pause, max_new_tokens, guided=guided)
-        check_stream_options(mode, chunk_tokens, overlap_tokens)
-        knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
-                     noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
-        return _locked(self._lock, lambda: stream_chunks(
-            self, self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs), mode, chunk_tokens, overlap_tokens))
+@patch
+def _speak(self: VoiceCloner, call: _Call, batch_size: int = 1, progress: bool = False):
+    """Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size`
+    pieces at once, or one at a time when a reading guide holds it to the text (it follows one piece)."""
+    k = {n: call.knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+    if call.knobs.get("guided") and self.gpt.aligned_heads: batch_size = 1
+    groups = [call.pieces[i:i + batch_size] for i in range(0, len(call.pieces), batch_size)]
+    for group in _progress(groups, progress):
+        tfs = [text_features(p, call.lang, self.gpt_version, self.bert, self.gpt.config.bert_dim) for p in group]
+        ins = [self._gpt_inputs(call, tf) for tf in tfs]
+        if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen, guide=self._guide(call, tfs[0]))[0]]
+        else: tokens = [t[0] for t in self.gpt.infer_batch([i[0] for i in ins], [i[1] for i in ins], ins[0][2], **k, generator=call.gen)]
+        for piece, tf, tok in zip(group, tfs, tokens):
+            wav = self._decode(call, piece, tf, tok, call.gen)
+            call.info.append({"text": piece, "norm_text": tf.norm_text, "phones": tf.symbols, "tokens": tok.cpu()})
+            yield wav / max(1.0, float(wav.abs().max())), call.info[-1]
 
 def _progress(items, show: bool):
     if show and len(items) > 1:
         from tqdm.auto import tqdm
         return tqdm(items, desc="speaking", unit="piece")
     return items
+
+
+# %% ../nbs/09_pipeline.ipynb #e01ad2ab
+@patch
+def synthesize(self: VoiceCloner, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
+               aux_refs: Sequence = (), top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+               repetition_penalty: float | None = None, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+               cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, progress: bool = True,
+               batch_size: int = 1, guided: bool = True) -> Speech:
+    """Speak `text` in the voice of `ref` (a path, a waveform via prepare_reference, or a `Reference`). Threads may share
+    one cloner: calls take turns, and each call's randomness comes from its own `seed` (a generator of its own).
+    `batch_size` > 1 lets the GPT decode that many pieces at once (same tokens as one by one when greedy, top_k=1).
+    `guided`: hold a GPT with aligned heads (the nano model) to the text with a `ReadingGuide` (chapter 06); released GPTs
+    have none and decode as the reference does either way. Sampling knobs left at None take the model's recommendation
+    (`gpt.sampling`: the reference's defaults for the released models)."""
+    top_k, top_p, temperature, repetition_penalty = self._sampling(top_k, top_p, temperature, repetition_penalty)
+    pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
+                         cut, pause, max_new_tokens, batch_size, guided)
+    knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
+                 noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
+    with self._lock:
+        return self._synthesize(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size)
+
+@patch
+@torch.inference_mode()
+def _synthesize(self: VoiceCloner, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs, progress, batch_size) -> Speech:
+    "The body of `synthesize`, which holds the lock."
+    t0 = time.perf_counter()
+    call = self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs)
+    out = [w for wav, _ in self._speak(call, batch_size, progress) for w in (wav, call.gap)]
+    return Speech(torch.cat(out, 1), call.sr, call.info, [n for r in call.refs for n in r.notes], call.seed, time.perf_counter() - t0)
+
+@patch
+def stream(self: VoiceCloner, text: str, lang: str = "en", ref=None, ref_text: str | None = None, ref_lang: str | None = None,
+           aux_refs: Sequence = (), top_k: int | None = None, top_p: float | None = None, temperature: float | None = None,
+           repetition_penalty: float | None = None, speed: float = 1.0, noise_scale: float = 0.5, seed: int | None = None,
+           cut: str = "cut5", pause: float = 0.3, max_new_tokens: int = SAMPLING.max_new_tokens, mode: str = "sentence",
+           chunk_tokens: int = 16, overlap_tokens: int = 2, guided: bool = True) -> Iterator[torch.Tensor]:
+    """Speak `text` as a stream of float32 audio chunks [1, S] at `sovits.config.sampling_rate` (see `STREAM_MODES`).
+    Arguments are checked now; the work (holding the cloner's lock) starts at the first `next()` and ends when the
+    stream is exhausted or closed. "sentence" chunks joined equal `synthesize` with the same seed."""
+    top_k, top_p, temperature, repetition_penalty = self._sampling(top_k, top_p, temperature, repetition_penalty)
+    pieces = self._check(text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed,
+                         cut, pause, max_new_tokens, guided=guided)
+    check_stream_options(mode, chunk_tokens, overlap_tokens)
+    knobs = dict(top_k=top_k, top_p=top_p, temperature=temperature, repetition_penalty=repetition_penalty, speed=speed,
+                 noise_scale=noise_scale, max_new_tokens=max_new_tokens, guided=guided)
+    return _locked(self._lock, lambda: stream_chunks(
+        self, self._prepare(pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs), mode, chunk_tokens, overlap_tokens))
+
+@patch
+def _sampling(self: VoiceCloner, top_k, top_p, temperature, repetition_penalty) -> tuple:
+    "The call's sampling knobs: each one given, or the model's recommendation (`Text2SemanticGPT.sampling`)."
+    own = self.gpt.sampling
+    return (own.top_k if top_k is None else top_k, own.top_p if top_p is None else top_p,
+            own.temperature if temperature is None else temperature,
+            own.repetition_penalty if repetition_penalty is None else repetition_penalty)
 
 def _locked(lock: threading.Lock, start):
     "Hold `lock` from the first chunk of the stream `start()` makes until it is exhausted or closed (a client went away)."
@@ -562,6 +555,44 @@ def _locked(lock: threading.Lock, start):
         yield from chunks
     finally:
         lock.release()
+
+
+# %% ../nbs/09_pipeline.ipynb #9aadd9a6
+@patch
+def _check(self: VoiceCloner, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,
+           pause, max_new_tokens, batch_size=1, guided=True) -> list[str]:
+    "Check every argument of a call before any slow work (ConfigError, TextError); returns the text's pieces."
+    from gpt_sovits_nb.gpt import check_sampling
+    if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
+    def number(name, v, lo, hi):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
+            raise ConfigError(f"{name}={v!r}: use a number from {lo} to {hi}.")
+    number("speed", speed, 0.25, 4.0); number("noise_scale", noise_scale, 0.0, 2.0)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or not 1 <= max_new_tokens <= 10000:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r}: use a whole number from 1 to 10000 (25 tokens = 1 s of speech).")
+    if ref is None: raise ConfigError("synthesize needs a reference clip (ref=...): a 3-10 s recording of the voice to clone.")
+    for name, value in (("lang", lang), ("ref_lang", ref_lang)):
+        if value is not None and value not in LANGS: raise ConfigError(f"Unknown language option {name}={value!r}: use one of {', '.join(LANGS)}.")
+    if not (isinstance(pause, (int, float)) and 0 <= pause <= 10):
+        raise ConfigError(f"pause must be between 0 and 10 seconds, got {pause!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63):
+        raise ConfigError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed!r}.")
+    check_sampling(top_k, top_p, temperature, repetition_penalty)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 64:
+        raise ConfigError(f"batch_size={batch_size!r}: use a whole number from 1 to 64 (pieces the GPT decodes at once).")
+    if not isinstance(guided, bool): raise ConfigError(f"guided={guided!r}: use True (the reading guide, for GPTs that have one) or False.")
+    return split_sentences(text, lang, cut)
+
+@patch
+def _prepare(self: VoiceCloner, pieces, lang, ref, ref_text, ref_lang, aux_refs, seed, pause, knobs) -> _Call:
+    "The slow set-up of a checked call: the reference clip(s), and the call's own generator seeded by `seed`."
+    reference = ref if isinstance(ref, Reference) else self.prepare_reference(ref, ref_text, ref_lang or lang)
+    refs = [reference] + [r if isinstance(r, Reference) else self.prepare_reference(r, None, ref_lang or lang) for r in aux_refs]
+    seed = int(seed) if seed is not None else random.randrange(2**31)
+    sr = self.sovits.config.sampling_rate                           # 32 kHz (nano: its vocoder's 22.05 kHz)
+    return _Call(pieces, lang, reference, refs, seed, torch.Generator(device=self.device).manual_seed(seed),
+                 torch.zeros(1, int(round(pause * sr))), sr, dict(knobs))
+
 
 # %% ../nbs/09_pipeline.ipynb #ce16959b
 STREAM_MODES = {

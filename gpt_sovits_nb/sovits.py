@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastcore.basics import patch
 from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain, add_classes
 
 # %% auto #0
@@ -19,7 +20,7 @@ __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightN
            'SemanticQuantizer', 'ChannelLayerNorm', 'relative_offsets', 'MultiHeadAttention', 'FeedForward',
            'TransformerEncoder', 'GatedConv', 'StyleAttention', 'StyleEncoder', 'mrte_channels', 'MRTE', 'TextEncoder',
            'WaveNet', 'Flip', 'CouplingLayer', 'Flow', 'ResBlock1', 'ResBlock2', 'Generator', 'PosteriorEncoder',
-           'random_segments', 'sovits_config_dict', 'SoVITS', 'decode_widget']
+           'random_segments', 'SoVITS', 'decode_widget', 'sovits_config_dict']
 
 # %% ../nbs/07_sovits.ipynb #d3624214
 def length_mask(lengths: torch.Tensor, size: int, dtype=torch.float32) -> torch.Tensor:
@@ -514,26 +515,6 @@ class _InputChecks:
         return out
 
 # %% ../nbs/07_sovits.ipynb #2b2ecee0
-_DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")
-_MODEL_KEYS = ("inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "kernel_size", "p_dropout",
-               "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel",
-               "upsample_kernel_sizes", "n_layers_q", "use_spectral_norm", "gin_channels", "semantic_frame_rate",
-               "freeze_quantizer")
-
-def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
-    "An official-style s2 config (`data`, `model`, `train`, `version`) for `cfg`, updating a plain copy of `base`."
-    d = copy.deepcopy(plain(base)) if base else {}
-    d["data"] = {**d.get("data", {}), **{k: getattr(cfg, k) for k in _DATA_KEYS}}
-    d["model"] = {**d.get("model", {}), **{k: plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
-    for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
-        if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
-    if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
-    if cfg.is_mel and cfg.phone_classes: d["model"].update(phone_classes=cfg.phone_classes, phone_channels=cfg.phone_channels)
-    d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
-    d["version"] = cfg.version
-    return d
-
-
 class SoVITS(_InputChecks, nn.Module):
     "The SoVITS decoder (v1, v2, v2Pro, v2ProPlus): semantic tokens + phones + a reference voice -> 32 kHz audio."
     def __init__(self, config: SoVITSConfig | None = None, posterior: bool = False):
@@ -572,164 +553,98 @@ class SoVITS(_InputChecks, nn.Module):
         "How many numbers the state dict holds (parameters and buffers)."
         return sum(v.numel() for v in self.state_dict().values())
 
-    # ------------------------------------------------------------------ the stages
-    @torch.no_grad()
-    def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
-        "Semantic tokens of SSL features: ssl [B, 768, F] (50 Hz) -> LongTensor [B, 1, F // 2] (25 Hz)."
-        ssl = self._tensor(ssl, "ssl", ("B", str(self.config.ssl_dim), "F"))
-        if ssl.shape[1] != self.config.ssl_dim:
-            raise ConfigError(f"ssl has {ssl.shape[1]} channels, expected {self.config.ssl_dim} (chinese-hubert-base features).")
-        if ssl.shape[-1] < 2: raise ConfigError("ssl needs at least 2 frames (one 25 Hz token is two 50 Hz frames).")
-        return self.quantizer.encode(self.ssl_proj(ssl)).transpose(0, 1)
 
-    @torch.no_grad()
-    def style_embedding(self, refer_spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        "ge [B, gin, 1] of the reference encoder alone (v2 family: first 704 bins), before any SV embedding."
-        spec = self._spec(refer_spec)
-        if lengths is None: lengths = torch.full((spec.shape[0],), spec.shape[-1], device=spec.device)
-        mask = length_mask(lengths.to(spec.device), spec.shape[-1], spec.dtype)
-        return self.ref_enc(spec[:, : self.config.style_bins] * mask, mask)
+# %% ../nbs/07_sovits.ipynb #30c30ec2
+@patch
+@torch.no_grad()
+def style_embedding(self: SoVITS, refer_spec: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    "ge [B, gin, 1] of the reference encoder alone (v2 family: first 704 bins), before any SV embedding."
+    spec = self._spec(refer_spec)
+    if lengths is None: lengths = torch.full((spec.shape[0],), spec.shape[-1], device=spec.device)
+    mask = length_mask(lengths.to(spec.device), spec.shape[-1], spec.dtype)
+    return self.ref_enc(spec[:, : self.config.style_bins] * mask, mask)
 
-    @torch.no_grad()
-    def speaker_condition(self, refer_spec, sv_emb=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ge for the flow and decoder [1, gin, 1], ge for the MRTE [1, 512, 1]) from one reference spectrogram or a list
-        (their ge are averaged). v2Pro/v2ProPlus: ge = PReLU(ge + Linear(sv_emb)); the MRTE gets ge_to512(ge)."""
-        refs = list(refer_spec) if isinstance(refer_spec, (list, tuple)) else [refer_spec]
-        if not refs: raise ConfigError("refer_spec is an empty list: pass at least one reference spectrogram.")
-        svs = self._sv(sv_emb, len(refs)) if self.config.is_pro else [None] * len(refs)
-        ges = [self.mix_speaker(self.style_embedding(spec), sv) for spec, sv in zip(refs, svs)]
-        ge = torch.stack(ges).mean(0) if isinstance(refer_spec, (list, tuple)) else ges[0]
-        return ge, self.mrte_ge(ge)
+@patch
+@torch.no_grad()
+def speaker_condition(self: SoVITS, refer_spec, sv_emb=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ge for the flow and decoder [1, gin, 1], ge for the MRTE [1, 512, 1]) from one reference spectrogram or a list
+    (their ge are averaged). v2Pro/v2ProPlus: ge = PReLU(ge + Linear(sv_emb)); the MRTE gets ge_to512(ge)."""
+    refs = list(refer_spec) if isinstance(refer_spec, (list, tuple)) else [refer_spec]
+    if not refs: raise ConfigError("refer_spec is an empty list: pass at least one reference spectrogram.")
+    svs = self._sv(sv_emb, len(refs)) if self.config.is_pro else [None] * len(refs)
+    ges = [self.mix_speaker(self.style_embedding(spec), sv) for spec, sv in zip(refs, svs)]
+    ge = torch.stack(ges).mean(0) if isinstance(refer_spec, (list, tuple)) else ges[0]
+    return ge, self.mrte_ge(ge)
 
-    def mix_speaker(self, ge: torch.Tensor, sv: torch.Tensor | None) -> torch.Tensor:
-        "v2Pro/v2ProPlus: the style vector ge [B, gin, 1] mixed with the speaker-verification embedding sv [B, 20480]: PReLU(ge + Linear(sv)); other versions: ge."
-        return self.prelu(ge + self.sv_emb(sv).unsqueeze(-1)) if self.config.is_pro else ge
+@patch
+def mix_speaker(self: SoVITS, ge: torch.Tensor, sv: torch.Tensor | None) -> torch.Tensor:
+    "v2Pro/v2ProPlus: the style vector ge [B, gin, 1] mixed with the speaker-verification embedding sv [B, 20480]: PReLU(ge + Linear(sv)); other versions: ge."
+    return self.prelu(ge + self.sv_emb(sv).unsqueeze(-1)) if self.config.is_pro else ge
 
-    def mrte_ge(self, ge: torch.Tensor) -> torch.Tensor:
-        "The ge the MRTE reads: v2Pro/v2ProPlus widen it to 512 (ge_to512); other versions use ge itself."
-        return self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
+@patch
+def mrte_ge(self: SoVITS, ge: torch.Tensor) -> torch.Tensor:
+    "The ge the MRTE reads: v2Pro/v2ProPlus widen it to 512 (ge_to512); other versions use ge itself."
+    return self.ge_to512(ge.transpose(1, 2)).transpose(1, 2) if self.config.is_pro else ge
 
-    def reference_spec(self, wav32: torch.Tensor) -> torch.Tensor:
-        "What this model reads a voice from, given the reference clip at 32 kHz [1, S]: its linear spectrogram [1, 1025, F]."
-        from gpt_sovits_nb.audio import spectrogram
-        return spectrogram(wav32)
+@patch
+def reference_spec(self: SoVITS, wav32: torch.Tensor) -> torch.Tensor:
+    "What this model reads a voice from, given the reference clip at 32 kHz [1, S]: its linear spectrogram [1, 1025, F]."
+    from gpt_sovits_nb.audio import spectrogram
+    return spectrogram(wav32)
 
-    def upsample_tokens(self, codes: torch.Tensor) -> torch.Tensor:
-        "codes [1, B, T] (25 Hz) -> codebook vectors, each twice: [B, 768, 2T] (50 Hz)."
-        q = self.quantizer.decode(self._codes(codes))
-        return F.interpolate(q, size=2 * q.shape[-1], mode="nearest")
 
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor, phones: torch.Tensor, refer_spec, noise_scale: float = 0.0,
-               speed: float = 1.0, sv_emb=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Speech from semantic tokens: codes [1, 1, T], phones [1, N], refer_spec [1, 1025, F] or a list of them ->
-        waveform [1, 1, 1280 T] at 32 kHz (640 (int(2T / speed) + 1) samples when speed != 1). v2Pro/v2ProPlus need
-        sv_emb [1, 20480] (one, or a list with one per reference); v1/v2 ignore it. noise_scale 0 is deterministic; the noise
-        comes from `generator` when given (else torch's global generator)."""
-        if isinstance(speed, bool) or not (isinstance(speed, (int, float)) and speed > 0):
-            raise ConfigError(f"speed must be a positive number (1 = as spoken, 2 = twice as fast), got {speed!r}.")
-        if isinstance(noise_scale, bool) or not (isinstance(noise_scale, (int, float)) and noise_scale >= 0):
-            raise ConfigError(f"noise_scale must be a number >= 0 (0 = deterministic; the reference WebUI uses 0.5), got {noise_scale!r}.")
-        self._check_decoder()
-        codes = self._codes(codes)
-        phones = self._phones(phones, codes.shape[1])
-        ge, ge_text = self.speaker_condition(refer_spec, sv_emb)
-        x = self.upsample_tokens(codes)                                   # [B, 768, 2T]
-        b = x.shape[0]
-        lengths = torch.full((b,), x.shape[-1], device=x.device)
-        phone_lengths = torch.full((b,), phones.shape[-1], device=x.device)
-        _, m, logs, mask = self.enc_p(x, lengths, phones, phone_lengths, ge_text, speed)
-        noise = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype) if noise_scale else torch.zeros_like(m)
-        z_p = m + noise * torch.exp(logs) * noise_scale                   # a sample of the prior
-        z = self.flow(z_p, mask, g=ge, reverse=True)                      # back through the flow
-        return self.dec(z * mask, g=ge)                                   # [B, 1, 640 x frames]
+# %% ../nbs/07_sovits.ipynb #317b4fe3
+@patch
+@torch.no_grad()
+def extract_latent(self: SoVITS, ssl: torch.Tensor) -> torch.Tensor:
+    "Semantic tokens of SSL features: ssl [B, 768, F] (50 Hz) -> LongTensor [B, 1, F // 2] (25 Hz)."
+    ssl = self._tensor(ssl, "ssl", ("B", str(self.config.ssl_dim), "F"))
+    if ssl.shape[1] != self.config.ssl_dim:
+        raise ConfigError(f"ssl has {ssl.shape[1]} channels, expected {self.config.ssl_dim} (chinese-hubert-base features).")
+    if ssl.shape[-1] < 2: raise ConfigError("ssl needs at least 2 frames (one 25 Hz token is two 50 Hz frames).")
+    return self.quantizer.encode(self.ssl_proj(ssl)).transpose(0, 1)
 
-    def _check_decoder(self):
-        empty = [i for i, c in enumerate(self.dec.channels) if c < 1]
-        if empty:
-            raise ConfigError(f"This config's HiFi-GAN has no channels left after upsampling stage {empty[0]} "
-                              f"(upsample_initial_channel={self.config.upsample_initial_channel} halved "
-                              f"{len(self.config.upsample_rates)} times), so it cannot decode. Use upsample_initial_channel >= "
-                              f"{2 ** len(self.config.upsample_rates)}.")
+@patch
+def upsample_tokens(self: SoVITS, codes: torch.Tensor) -> torch.Tensor:
+    "codes [1, B, T] (25 Hz) -> codebook vectors, each twice: [B, 768, 2T] (50 Hz)."
+    q = self.quantizer.decode(self._codes(codes))
+    return F.interpolate(q, size=2 * q.shape[-1], mode="nearest")
 
-    # ------------------------------------------------------------------ training
-    @torch.no_grad()
-    def quantize(self, ssl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "The frozen tokenizer: ssl [B, 768, F] -> (codebook vectors [B, 768, F // 2], codes [1, B, F // 2]); always float32."
-        with torch.autocast(ssl.device.type, enabled=False):   # as the reference: the tokens must not depend on fp16
-            codes = self.quantizer.encode(self.ssl_proj(ssl.to(self.ssl_proj.weight.dtype)))
-            return self.quantizer.decode(codes), codes
+@patch
+@torch.no_grad()
+def decode(self: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refer_spec, noise_scale: float = 0.0,
+           speed: float = 1.0, sv_emb=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Speech from semantic tokens: codes [1, 1, T], phones [1, N], refer_spec [1, 1025, F] or a list of them ->
+    waveform [1, 1, 1280 T] at 32 kHz (640 (int(2T / speed) + 1) samples when speed != 1). v2Pro/v2ProPlus need
+    sv_emb [1, 20480] (one, or a list with one per reference); v1/v2 ignore it. noise_scale 0 is deterministic; the noise
+    comes from `generator` when given (else torch's global generator)."""
+    if isinstance(speed, bool) or not (isinstance(speed, (int, float)) and speed > 0):
+        raise ConfigError(f"speed must be a positive number (1 = as spoken, 2 = twice as fast), got {speed!r}.")
+    if isinstance(noise_scale, bool) or not (isinstance(noise_scale, (int, float)) and noise_scale >= 0):
+        raise ConfigError(f"noise_scale must be a number >= 0 (0 = deterministic; the reference WebUI uses 0.5), got {noise_scale!r}.")
+    self._check_decoder()
+    codes = self._codes(codes)
+    phones = self._phones(phones, codes.shape[1])
+    ge, ge_text = self.speaker_condition(refer_spec, sv_emb)
+    x = self.upsample_tokens(codes)                                   # [B, 768, 2T]
+    b = x.shape[0]
+    lengths = torch.full((b,), x.shape[-1], device=x.device)
+    phone_lengths = torch.full((b,), phones.shape[-1], device=x.device)
+    _, m, logs, mask = self.enc_p(x, lengths, phones, phone_lengths, ge_text, speed)
+    noise = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype) if noise_scale else torch.zeros_like(m)
+    z_p = m + noise * torch.exp(logs) * noise_scale                   # a sample of the prior
+    z = self.flow(z_p, mask, g=ge, reverse=True)                      # back through the flow
+    return self.dec(z * mask, g=ge)                                   # [B, 1, 640 x frames]
 
-    def forward(self, ssl, spec, spec_lengths, phones, phone_lengths, sv_emb=None) -> dict:
-        """The training pass (needs `posterior=True`): each clip's own spectrogram [B, 1025, T] is its reference and the
-        posterior's input. Returns the generated audio of a random slice and the latents the losses need."""
-        if not self.posterior:
-            raise ConfigError("SoVITS.forward is the training pass and needs the posterior encoder: build SoVITS(config, posterior=True).")
-        cfg = self.config
-        mask = length_mask(spec_lengths, spec.shape[-1], spec.dtype)
-        ge = self.ref_enc(spec[:, : cfg.style_bins] * mask, mask)
-        if cfg.is_pro and sv_emb is None: raise ConfigError(f"{self.version} training needs sv_emb [B, {cfg.sv_dim}] for every clip.")
-        ge = self.mix_speaker(ge, sv_emb)
-        ge_text = self.mrte_ge(ge)
-        self.ssl_proj.eval(); self.quantizer.eval()                       # the tokenizer stays frozen
-        quantized, codes = self.quantize(ssl)
-        x = F.interpolate(quantized, size=2 * quantized.shape[-1], mode="nearest")
-        _, m_p, logs_p, _ = self.enc_p(x, spec_lengths, phones, phone_lengths, ge_text)
-        z, m_q, logs_q, mask = self.enc_q(spec, spec_lengths, g=ge.detach())   # the reference's posterior encoder detaches ge
-        z_p = self.flow(z, mask, g=ge)
-        z_slice, starts = random_segments(z, spec_lengths, cfg.segment_size // cfg.hop_length)
-        return {"wav": self.dec(z_slice, g=ge), "starts": starts, "mask": mask, "z": z, "z_p": z_p, "m_p": m_p,
-                "logs_p": logs_p, "m_q": m_q, "logs_q": logs_q, "codes": codes, "ge": ge}
+@patch
+def _check_decoder(self: SoVITS):
+    empty = [i for i, c in enumerate(self.dec.channels) if c < 1]
+    if empty:
+        raise ConfigError(f"This config's HiFi-GAN has no channels left after upsampling stage {empty[0]} "
+                          f"(upsample_initial_channel={self.config.upsample_initial_channel} halved "
+                          f"{len(self.config.upsample_rates)} times), so it cannot decode. Use upsample_initial_channel >= "
+                          f"{2 ** len(self.config.upsample_rates)}.")
 
-    # ------------------------------------------------------------------ files
-    @classmethod
-    def from_checkpoint_dict(cls, ckpt: Mapping, version: str, device="cpu", posterior: bool = False) -> "SoVITS":
-        """A SoVITS (in eval mode) from an already-loaded s2 dict {"weight": {...}, "config": dict or HParams, "info": ...}.
-
-        Strict: every weight must be there with its shape. `enc_q.*` (training only) is dropped unless `posterior=True`;
-        then it is loaded when the file has it and freshly initialised when not. float16 weights are upcast to float32."""
-        if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("weight"), Mapping):
-            raise CheckpointError("A SoVITS checkpoint is a dict with 'weight' (the state dict) and 'config'.")
-        config = ckpt.get("config") or {}
-        cfg = SoVITSConfig.from_dict(config, version)
-        train = config.get("train") if isinstance(config, Mapping) else getattr(config, "train", None)
-        if isinstance(train, Mapping) and "segment_size" in train: cfg.segment_size = int(train["segment_size"])
-        try:                    # shapes first, on the meta device (no memory): a config asking for huge sizes is caught here
-            with torch.device("meta"): want = {k: v.shape for k, v in cls(cfg, posterior=posterior).state_dict().items()}
-        except Exception:       # a part that cannot be built on the meta device: check after the real build
-            want = None
-        weight = {k: v for k, v in ckpt["weight"].items() if posterior or not k.startswith("enc_q.")}
-        if want is not None: cls._check_fit(weight, want, version, posterior)
-        model = cls(cfg, posterior=posterior)
-        if want is None: cls._check_fit(weight, {k: v.shape for k, v in model.state_dict().items()}, version, posterior)
-        weight = {k: (v.float() if v.is_floating_point() else v) for k, v in weight.items()}
-        model.load_state_dict(weight, strict=False)
-        model.info, model.source_config = ckpt.get("info"), plain(config)
-        return model.to(device).eval()
-
-    @staticmethod
-    def _check_fit(weight: Mapping, want: Mapping, version: str, posterior: bool):
-        "Raise CheckpointError unless `weight` has every key of `want` ({name: shape}) with its shape, and nothing else."
-        fresh = ("enc_q.",) if posterior and not any(k.startswith("enc_q.") for k in weight) else ()
-        missing = [k for k in want if k not in weight and not (fresh and k.startswith(fresh))]
-        unexpected = [k for k in weight if k not in want]
-        reshaped = [f"{k} {list(weight[k].shape)} (model: {list(want[k])})" for k in want
-                    if k in weight and tuple(weight[k].shape) != tuple(want[k])]
-        if missing or unexpected or reshaped:
-            parts = [f"{len(keys)} {what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for keys, what in
-                     ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "mis-shaped keys")) if keys]
-            raise CheckpointError(f"The weights do not fit a {version} SoVITS built from the checkpoint's config ("
-                                  + "; ".join(parts) + "). Is the version right, and is it a SoVITS (s2) file?")
-
-    def to_checkpoint_dict(self, half: bool = True) -> dict:
-        "The official saved form: {'weight': state dict without enc_q (float16 if half), 'config': plain dict, 'info': str}."
-        weight = OrderedDict()
-        for k, v in self.state_dict().items():
-            if k.startswith("enc_q."): continue
-            v = v.detach().cpu()
-            weight[k] = v.half() if (half and v.is_floating_point()) else v.clone()
-        return {"weight": weight, "config": sovits_config_dict(self.config, self.source_config),
-                "info": self.info or "0epoch_0iteration"}
 
 # %% ../nbs/07_sovits.ipynb #c94db76b
 def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refer_spec, sv_emb=None):
@@ -761,3 +676,108 @@ def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refe
     box._gsv = dict(noise=noise, speed=speed, status=status, out=out, render=render)
     render()
     return box
+
+# %% ../nbs/07_sovits.ipynb #5e3f2c65
+_DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")
+_MODEL_KEYS = ("inter_channels", "hidden_channels", "filter_channels", "n_heads", "n_layers", "kernel_size", "p_dropout",
+               "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel",
+               "upsample_kernel_sizes", "n_layers_q", "use_spectral_norm", "gin_channels", "semantic_frame_rate",
+               "freeze_quantizer")
+
+def sovits_config_dict(cfg: SoVITSConfig, base: Mapping | None = None) -> dict:
+    "An official-style s2 config (`data`, `model`, `train`, `version`) for `cfg`, updating a plain copy of `base`."
+    d = copy.deepcopy(plain(base)) if base else {}
+    d["data"] = {**d.get("data", {}), **{k: getattr(cfg, k) for k in _DATA_KEYS}}
+    d["model"] = {**d.get("model", {}), **{k: plain(getattr(cfg, k)) for k in _MODEL_KEYS}, "version": cfg.version}
+    for k in ("ssl_dim", "codebook_size"):            # not in the official configs: written only when changed
+        if getattr(cfg, k) != getattr(SoVITSConfig, k): d["model"][k] = getattr(cfg, k)
+    if cfg.is_mel: d["model"]["decoder_channels"] = cfg.decoder_channels
+    if cfg.is_mel and cfg.phone_classes: d["model"].update(phone_classes=cfg.phone_classes, phone_channels=cfg.phone_channels)
+    d["train"] = {**d.get("train", {}), "segment_size": cfg.segment_size}
+    d["version"] = cfg.version
+    return d
+
+
+@patch(cls_method=True)
+def from_checkpoint_dict(cls: SoVITS, ckpt: Mapping, version: str, device="cpu", posterior: bool = False) -> "SoVITS":
+    """A SoVITS (in eval mode) from an already-loaded s2 dict {"weight": {...}, "config": dict or HParams, "info": ...}.
+
+    Strict: every weight must be there with its shape. `enc_q.*` (training only) is dropped unless `posterior=True`;
+    then it is loaded when the file has it and freshly initialised when not. float16 weights are upcast to float32."""
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("weight"), Mapping):
+        raise CheckpointError("A SoVITS checkpoint is a dict with 'weight' (the state dict) and 'config'.")
+    config = ckpt.get("config") or {}
+    cfg = SoVITSConfig.from_dict(config, version)
+    train = config.get("train") if isinstance(config, Mapping) else getattr(config, "train", None)
+    if isinstance(train, Mapping) and "segment_size" in train: cfg.segment_size = int(train["segment_size"])
+    try:                    # shapes first, on the meta device (no memory): a config asking for huge sizes is caught here
+        with torch.device("meta"): want = {k: v.shape for k, v in cls(cfg, posterior=posterior).state_dict().items()}
+    except Exception:       # a part that cannot be built on the meta device: check after the real build
+        want = None
+    weight = {k: v for k, v in ckpt["weight"].items() if posterior or not k.startswith("enc_q.")}
+    if want is not None: _check_fit(weight, want, version, posterior)
+    model = cls(cfg, posterior=posterior)
+    if want is None: _check_fit(weight, {k: v.shape for k, v in model.state_dict().items()}, version, posterior)
+    weight = {k: (v.float() if v.is_floating_point() else v) for k, v in weight.items()}
+    model.load_state_dict(weight, strict=False)
+    model.info, model.source_config = ckpt.get("info"), plain(config)
+    return model.to(device).eval()
+
+
+def _check_fit(weight: Mapping, want: Mapping, version: str, posterior: bool):
+    "Raise CheckpointError unless `weight` has every key of `want` ({name: shape}) with its shape, and nothing else."
+    fresh = ("enc_q.",) if posterior and not any(k.startswith("enc_q.") for k in weight) else ()
+    missing = [k for k in want if k not in weight and not (fresh and k.startswith(fresh))]
+    unexpected = [k for k in weight if k not in want]
+    reshaped = [f"{k} {list(weight[k].shape)} (model: {list(want[k])})" for k in want
+                if k in weight and tuple(weight[k].shape) != tuple(want[k])]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(keys)} {what}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}" for keys, what in
+                 ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "mis-shaped keys")) if keys]
+        raise CheckpointError(f"The weights do not fit a {version} SoVITS built from the checkpoint's config ("
+                              + "; ".join(parts) + "). Is the version right, and is it a SoVITS (s2) file?")
+
+
+@patch
+def to_checkpoint_dict(self: SoVITS, half: bool = True) -> dict:
+    "The official saved form: {'weight': state dict without enc_q (float16 if half), 'config': plain dict, 'info': str}."
+    weight = OrderedDict()
+    for k, v in self.state_dict().items():
+        if k.startswith("enc_q."): continue
+        v = v.detach().cpu()
+        weight[k] = v.half() if (half and v.is_floating_point()) else v.clone()
+    return {"weight": weight, "config": sovits_config_dict(self.config, self.source_config),
+            "info": self.info or "0epoch_0iteration"}
+
+
+# %% ../nbs/07_sovits.ipynb #c0637d24
+@patch
+@torch.no_grad()
+def quantize(self: SoVITS, ssl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "The frozen tokenizer: ssl [B, 768, F] -> (codebook vectors [B, 768, F // 2], codes [1, B, F // 2]); always float32."
+    with torch.autocast(ssl.device.type, enabled=False):   # as the reference: the tokens must not depend on fp16
+        codes = self.quantizer.encode(self.ssl_proj(ssl.to(self.ssl_proj.weight.dtype)))
+        return self.quantizer.decode(codes), codes
+
+@patch
+def forward(self: SoVITS, ssl, spec, spec_lengths, phones, phone_lengths, sv_emb=None) -> dict:
+    """The training pass (needs `posterior=True`): each clip's own spectrogram [B, 1025, T] is its reference and the
+    posterior's input. Returns the generated audio of a random slice and the latents the losses need."""
+    if not self.posterior:
+        raise ConfigError("SoVITS.forward is the training pass and needs the posterior encoder: build SoVITS(config, posterior=True).")
+    cfg = self.config
+    mask = length_mask(spec_lengths, spec.shape[-1], spec.dtype)
+    ge = self.ref_enc(spec[:, : cfg.style_bins] * mask, mask)
+    if cfg.is_pro and sv_emb is None: raise ConfigError(f"{self.version} training needs sv_emb [B, {cfg.sv_dim}] for every clip.")
+    ge = self.mix_speaker(ge, sv_emb)
+    ge_text = self.mrte_ge(ge)
+    self.ssl_proj.eval(); self.quantizer.eval()                       # the tokenizer stays frozen
+    quantized, codes = self.quantize(ssl)
+    x = F.interpolate(quantized, size=2 * quantized.shape[-1], mode="nearest")
+    _, m_p, logs_p, _ = self.enc_p(x, spec_lengths, phones, phone_lengths, ge_text)
+    z, m_q, logs_q, mask = self.enc_q(spec, spec_lengths, g=ge.detach())   # the reference's posterior encoder detaches ge
+    z_p = self.flow(z, mask, g=ge)
+    z_slice, starts = random_segments(z, spec_lengths, cfg.segment_size // cfg.hop_length)
+    return {"wav": self.dec(z_slice, g=ge), "starts": starts, "mask": mask, "z": z, "z_p": z_p, "m_p": m_p,
+            "logs_p": logs_p, "m_q": m_q, "logs_q": logs_q, "codes": codes, "ge": ge}
+

@@ -107,6 +107,17 @@ def test_guided_changes_nothing_for_gpts_without_aligned_heads(cloner, clip):
     assert torch.equal(a.wav, b.wav)
 
 
+def test_sampling_knobs_left_out_are_the_references(cloner, clip):
+    "A released-style GPT recommends nothing: knobs left at None are the reference's defaults (core.SAMPLING)."
+    from gpt_sovits_nb.core import SAMPLING
+    assert cloner.gpt.sampling == SAMPLING
+    a = cloner.synthesize("Hello there.", "en", ref=clip.path, ref_text=clip.text, seed=5, max_new_tokens=20, progress=False)
+    b = cloner.synthesize("Hello there.", "en", ref=clip.path, ref_text=clip.text, seed=5, max_new_tokens=20, progress=False,
+                          top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature,
+                          repetition_penalty=SAMPLING.repetition_penalty)
+    assert torch.equal(a.wav, b.wav)
+
+
 def test_reference_free_and_aux_references(cloner, clip):
     free = speak(cloner, clip.path, ref_text=None)
     assert free.wav.shape[-1] > 0
