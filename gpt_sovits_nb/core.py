@@ -40,10 +40,13 @@ class WeightsNotFoundError(GSVError):
 class ConfigError(GSVError, ValueError):
     "An option with a value outside what the models accept."
 
-def error_message(f, ex: type = Exception) -> str:
-    "The message of the `ex` that calling `f()` raises; an AssertionError if it raises none (the chapters show errors with it)."
+def error_message(f, ex: type = Exception, contains=()) -> str:
+    """The message of the `ex` that calling `f()` raises, which must hold each string of `contains`; an AssertionError if
+    it raises none (the chapters show errors with it: fastcore's `test_fail`, returning the message)."""
     try: f()
-    except ex as e: return str(e)
+    except ex as e:
+        for c in ([contains] if isinstance(contains, str) else contains): assert c in str(e), f"{c!r} is not in the message: {e}"
+        return str(e)
     raise AssertionError(f"expected {ex.__name__}, but nothing was raised")
 
 # %% ../nbs/00_core.ipynb #c2bba064
