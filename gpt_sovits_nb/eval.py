@@ -14,8 +14,13 @@ import torch
 
 from .core import ConfigError, AudioError
 from .hub import _cached
-from .audio import resample, check_audio, load_audio
+from .audio import resample, check_audio, load_audio, audio_player
 from .text_en import expand_english
+from .corpus import corpus_dir, load_corpus, reference_clip, speakers as corpus_speakers
+from .speaker import SVEncoder, cosine, embed_clips, speaker_embedding, speaker_similarity
+from .tokens import align_phones
+from .data import _pocketsphinx_engine, _whisper_engine
+from .pipeline import text_features
 
 # %% auto #0
 __all__ = ['WHISPER_MODEL', 'asr_words', 'align_words', 'word_errors', 'word_error_rate', 'whisper_cached', 'asr_engine',
@@ -72,7 +77,6 @@ def whisper_cached(model: str = WHISPER_MODEL) -> bool:
 
 def asr_engine(asr: str | Callable = "auto", model: str = WHISPER_MODEL) -> tuple[str, Callable]:
     "(name, function wav16k [S] numpy -> text) for 'pocketsphinx', 'whisper', 'auto' (Whisper if cached, else pocketsphinx) or your own function."
-    from gpt_sovits_nb.data import _pocketsphinx_engine, _whisper_engine
     if callable(asr): return getattr(asr, "__name__", "custom"), asr
     if asr == "auto": asr = "whisper" if whisper_cached(model) else "pocketsphinx"
     if asr == "pocketsphinx": return "pocketsphinx", _pocketsphinx_engine("en")
@@ -123,8 +127,6 @@ def token_loops(tokens, min_period: int = 2, max_period: int = 25, min_repeats: 
 # %% ../nbs/12_eval.ipynb #6970d23c
 def speaker_centroids(speakers: Sequence[str] | None = None, per_speaker: int = 8, split: str = "train") -> dict[str, np.ndarray]:
     "The mean Resemblyzer embedding (normalised) of up to `per_speaker` corpus clips of each speaker (default: the training speakers)."
-    from gpt_sovits_nb.corpus import load_corpus, speakers as corpus_speakers
-    from gpt_sovits_nb.speaker import embed_clips
     speakers = list(speakers) if speakers is not None else [s for s in corpus_speakers() if load_corpus(split, s)]
     out = {}
     for s in speakers:
@@ -136,7 +138,6 @@ def speaker_centroids(speakers: Sequence[str] | None = None, per_speaker: int = 
 
 def nearest_speaker(wav, sr: int, centroids: dict) -> tuple[str, float, dict]:
     "(nearest speaker, its cosine similarity, similarity to every speaker) of the voice in `wav`."
-    from gpt_sovits_nb.speaker import speaker_embedding, cosine
     e = speaker_embedding(_mono16k(wav, sr), 16000)
     sims = {s: cosine(e, c) for s, c in centroids.items()}
     best = max(sims, key=sims.get)
@@ -145,7 +146,6 @@ def nearest_speaker(wav, sr: int, centroids: dict) -> tuple[str, float, dict]:
 # %% ../nbs/12_eval.ipynb #e441cd90
 def sv_similarity(a, b, sr: int, encoder=None) -> float:
     "Cosine similarity of the ERes2NetV2 embeddings (chapter 04) of two waveforms at `sr`; `encoder` defaults to SVEncoder.from_pretrained()."
-    from gpt_sovits_nb.speaker import SVEncoder, cosine
     enc = encoder or SVEncoder.from_pretrained()
     ea, eb = (enc.embed(torch.from_numpy(_mono16k(w, sr))[None]).reshape(-1).cpu().numpy() for w in (a, b))
     return cosine(ea, eb)
@@ -179,7 +179,6 @@ def f0_correlation(a: np.ndarray, b: np.ndarray, n: int = 200) -> float:
 # %% ../nbs/12_eval.ipynb #4f8d3981
 def phone_durations(wav, sr: int, text: str) -> list[tuple[str, float]]:
     "(phone, seconds) of every phone of `text` in `wav`, by forced alignment (silences left out)."
-    from gpt_sovits_nb.tokens import align_phones
     return [(p, round(b - a, 3)) for p, a, b in align_phones(torch.from_numpy(_mono16k(wav, sr))[None], text) if p != "SIL"]
 
 def speaking_rate(durations: Sequence[tuple[str, float]]) -> float:
@@ -260,7 +259,6 @@ def evaluate(outputs: Sequence[dict], asr: str | Callable = "auto", centroids: d
     ref_text (its text: F0 correlation when it is the same sentence) and tokens (the GPT's, for loop detection)."""
     name, run = asr_engine(asr)
     if centroids is None and any(o.get("speaker") for o in outputs): centroids = speaker_centroids()
-    from gpt_sovits_nb.speaker import speaker_similarity
     items = []
     for k, o in enumerate(outputs):
         wav, sr = o["wav"], int(o["sr"])
@@ -283,7 +281,6 @@ def evaluate(outputs: Sequence[dict], asr: str | Callable = "auto", centroids: d
 # %% ../nbs/12_eval.ipynb #e26dd7fb
 def heldout_requests(speakers: Sequence[str] | None = None, sentences: int | Sequence[str] = 6) -> list[dict]:
     "(speaker, text, reference clip) requests: the corpus's held-out sentences (the first `sentences`, or those ids) in each voice."
-    from gpt_sovits_nb.corpus import load_corpus, reference_clip, corpus_dir
     splits = json.loads((corpus_dir() / "splits.json").read_text())
     ids = splits["heldout_sentences"][:sentences] if isinstance(sentences, int) else list(sentences)
     speakers = list(speakers) if speakers is not None else splits["train_speakers"]
@@ -307,8 +304,6 @@ def resynthesize_heldout(cloner, clips=None) -> list[dict]:
     """The decoder alone: each held-out recording (default: all of `load_corpus(split="test_sentence")`) rebuilt by `cloner`'s
     SoVITS from its own semantic tokens, in the voice of a training clip of its speaker -> outputs for `evaluate`. Their word
     error rate is the best the GPT could reach: it measures what the decoder loses, apart from the GPT."""
-    from gpt_sovits_nb.corpus import load_corpus, reference_clip
-    from gpt_sovits_nb.pipeline import text_features
     sov, out = cloner.sovits, []
     for c in (load_corpus(split="test_sentence") if clips is None else clips):
         codes = sov.extract_latent(cloner.ssl.features(load_audio(c.path, 16000)))
@@ -385,7 +380,6 @@ def ab_widget(trials: Sequence[dict], path):
     "Play each trial's two outputs (labelled only A and B), take a vote, save it to `path`, move on; shows the tally at the end."
     import ipywidgets as W
     from IPython.display import display
-    from gpt_sovits_nb.audio import audio_player
     state = {"k": 0}
     title, players, status = W.HTML(), W.Output(), W.HTML()
     buttons = [W.Button(description=d) for d in ("A is better", "no difference", "B is better")]

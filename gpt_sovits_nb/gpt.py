@@ -621,7 +621,7 @@ class ReadingGuide:
         self.heads = {}
         for layer, head in heads: self.heads.setdefault(int(layer), []).append(int(head))
         self.start, self.last, self.end, self.back, self.ahead, self.tail = start, last, end, back, ahead, tail
-        self.position, self.path, self._looks, self._after_last = start, [], [], 0
+        self.position, self.path, self._looks, self._after_last, self._windows = start, [], [], 0, []
 
     def window(self) -> tuple[int, int]:
         "The phones the aligned heads may look at now: lo..hi, both included."
@@ -635,19 +635,21 @@ class ReadingGuide:
         B, H, L, d = q.shape
         mask = torch.zeros(B, H, L, k.shape[2], dtype=q.dtype, device=q.device)
         if attend is not None: mask.masked_fill_(~attend, float("-inf"))
-        lo, hi = self.window()
-        outside = torch.zeros(k.shape[2], dtype=torch.bool, device=q.device)
-        outside[:self.end] = True; outside[lo:hi + 1] = False        # the text's phones outside the window (tokens stay visible)
-        mask[:, heads, -1] = mask[:, heads, -1].masked_fill(outside, float("-inf"))
+        windows = (self._windows + [self.window()])[-L:]             # the newest rows are decoding steps (several without a cache)
+        for row, (lo, hi) in zip(range(L - len(windows), L), windows):
+            outside = torch.zeros(k.shape[2], dtype=torch.bool, device=q.device)
+            outside[:self.end] = True; outside[lo:hi + 1] = False    # the text's phones outside the window (tokens stay visible)
+            mask[:, heads, row] = mask[:, heads, row].masked_fill(outside, float("-inf"))
         scores = q[:, heads, -1:] @ k[:, heads].transpose(-1, -2) / math.sqrt(d) + mask[:, heads, -1:]   # [B, h, 1, S]
         self._looks.append(scores.float().softmax(-1)[0, :, 0, :self.end])
         return mask
 
     def step(self, logits: torch.Tensor, eos: int, eos_allowed: bool = True) -> torch.Tensor:
         "After a forward step: move the position, then refuse or force EOS in `logits` [1, V] (in place; forced only when `eos_allowed`)."
+        lo, hi = self.window()
+        self._windows.append((lo, hi))                                 # this step's row keeps its window (decoding without a cache)
         if self._looks:
             look = torch.cat(self._looks).mean(0); self._looks.clear()
-            lo, hi = self.window()
             self.position = max(self.position, lo + int(look[lo:hi + 1].argmax()))
         self.path.append(self.position)
         if self.position < self.last: logits[:, eos] = float("-inf")

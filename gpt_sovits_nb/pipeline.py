@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_pipeline.ipynb #8a657bf8
 from __future__ import annotations
-import math, random, re, threading, time, warnings
+import copy, math, random, re, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -13,20 +13,26 @@ import numpy as np
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
-                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING)
+                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING, GPTConfig, SoVITSConfig)
 from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
-from .gpt import ReadingGuide
+from .text import clean_text, phones_to_ids, split_by_language
+from .text_encoder import BertFeaturizer, bert_for_phones, tiny_random_bert
+from .tokens import REF_PAD, SSLEncoder, SSL_SR, tiny_random_hubert
+from .speaker import SVEncoder
+from .gpt import ReadingGuide, Text2SemanticGPT, check_sampling, quantize_int8
+from .sovits import SoVITS
+from .checkpoints import load_gpt, load_sovits, nano_weights, save_gpt, save_sovits
 from fastcore.basics import patch
 from .audio import (load_audio, read_audio, audio_header, check_audio, resample, spectrogram, save_wav, audio_player,
                                  plot_spectrogram, plot_waveform, SR_SOVITS)
 
 # %% auto #0
-__all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'REF_CHARS_PER_S', 'STREAM_MODES', 'ModelPaths',
-           'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference', 'fit_reference_length',
-           'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks', 'split_sentences',
-           'language_segments', 'TextFeatures', 'text_features', 'reference_text_features', 'check_reference_text',
-           'Speech', 'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut', 'crossfade',
-           'stream_chunks']
+__all__ = ['TINY_ZH_CHARS', 'REF_HARD_MIN_S', 'READ_S', 'CLAUSE_ENDS', 'REF_CHARS_PER_S', 'STREAM_MODES', 'SPEEDUPS',
+           'ModelPaths', 'model_paths', 'released_available', 'pick_version', 'make_tiny_models', 'Reference',
+           'fit_reference_length', 'full_scale_ratio', 'cut_text', 'merge_short', 'collapse_repeated_marks',
+           'split_sentences', 'language_segments', 'TextFeatures', 'text_features', 'reference_text_features',
+           'check_reference_text', 'Speech', 'VoiceCloner', 'check_stream_options', 'silence_similarity', 'next_cut',
+           'crossfade', 'stream_chunks', 'StageTimes', 'stage_times', 'latency_lab']
 
 # %% ../nbs/09_pipeline.ipynb #2afa1c01
 @dataclass
@@ -50,7 +56,6 @@ class ModelPaths:
 def model_paths(version: str = "v2", gpt=None, sovits=None, hubert=None, bert=None, sv=None, local_dir=None,
                 need_bert: bool = True) -> ModelPaths:
     "Paths of a complete model set: the ones given, the rest from the released weights of `version` (local_dir, cache, hub)."
-    from gpt_sovits_nb.checkpoints import nano_weights
     if version == NANO:
         g, s = nano_weights()
         return ModelPaths(gpt=Path(gpt) if gpt else g, sovits=Path(sovits) if sovits else s, hubert=None, bert=bert)
@@ -92,12 +97,6 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
     It makes noise, not speech: for offline demos and tests of everything around the models. Its sizes are smaller than
     the reference's classes can build, so the official WebUI cannot load these files (`checkpoints.webui_incompatibilities`
     says why; they are saved with `webui_check=False`, so no warning)."""
-    from gpt_sovits_nb.core import GPTConfig, SoVITSConfig
-    from gpt_sovits_nb.gpt import Text2SemanticGPT
-    from gpt_sovits_nb.sovits import SoVITS
-    from gpt_sovits_nb.checkpoints import save_gpt, save_sovits
-    from gpt_sovits_nb.tokens import tiny_random_hubert
-    from gpt_sovits_nb.text_encoder import tiny_random_bert
     check_version(version, ("v1", "v2"))
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     hidden_ssl, hidden_bert = 48, 32
@@ -265,7 +264,6 @@ from .core import LANGS           # en, zh, ja, all_zh, all_ja, auto (chapter 00
 
 def language_segments(text: str, lang: str) -> list[tuple[str, str]]:
     "Split `text` into (segment, language) pairs for language option `lang` (see `gpt_sovits_nb.text.split_by_language`)."
-    from gpt_sovits_nb.text import split_by_language
     if lang not in LANGS: raise ConfigError(f"Unknown language option {lang!r}: use one of {', '.join(LANGS)}.")
     return split_by_language(re.sub(r" {2,}", " ", text), lang)
 
@@ -279,8 +277,6 @@ class TextFeatures:
 
 def text_features(text: str, lang: str, version: str = "v2", bert=None, width: int = 1024, _final: bool = False) -> TextFeatures:
     "Phone ids and BERT features of one piece of text (segment by segment; zeros for non-Chinese segments)."
-    from gpt_sovits_nb.text import clean_text, phones_to_ids
-    from gpt_sovits_nb.text_encoder import bert_for_phones
     ids, feats, norms, syms = [], [], [], []
     for seg, l in language_segments(text, lang):
         l = l.replace("all_", "")
@@ -366,13 +362,13 @@ class VoiceCloner:
     def gpt_version(self) -> str: return phone_table(self.version)
 
     @classmethod
-    def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None) -> "VoiceCloner":
-        "Load a model set from files (official formats), on `device` ('auto': the GPU when there is one)."
-        from gpt_sovits_nb.checkpoints import load_gpt, load_sovits
-        from gpt_sovits_nb.tokens import SSLEncoder
-        from gpt_sovits_nb.text_encoder import BertFeaturizer
-        from gpt_sovits_nb.speaker import SVEncoder
+    def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None, int8: bool = False) -> "VoiceCloner":
+        """Load a model set from files (official formats), on `device` ('auto': the GPU when there is one). `int8` (CPU only):
+        the GPT's linear layers in int8 (`quantize_int8`, chapter 06), faster decoding with tokens close to float32's."""
         dev = get_device(device)
+        if int8 and (dev.type != "cpu" or half):
+            raise ConfigError(f"int8=True is for decoding on the CPU in float32; this cloner would run on {dev} "
+                              f"{'in float16' if half else ''}: drop int8 (a GPU is faster in float16) or use device='cpu'.")
         half = (dev.type == "cuda") if half is None else half
         gpt, sov = load_gpt(paths.gpt, device=dev), load_sovits(paths.sovits, device=dev)
         if sov.config.is_mel: half = False                                # the nano model is small: float32 everywhere
@@ -385,22 +381,22 @@ class VoiceCloner:
             ssl = SSLEncoder.from_pretrained(paths.hubert, device=dev, half=half)
         bert = BertFeaturizer.from_pretrained(paths.bert, device=dev, half=half) if paths.bert is not None else None
         sv = SVEncoder.from_file(paths.sv, device=dev) if (sov.config.is_pro and paths.sv is not None) else None
-        return cls(gpt, sov, ssl, bert, sv, device=dev)
+        return cls(quantize_int8(gpt) if int8 else gpt, sov, ssl, bert, sv, device=dev)
 
     @classmethod
-    def from_pretrained(cls, version: str | None = None, local_dir=None, device="auto", half: bool | None = None, **paths) -> "VoiceCloner":
+    def from_pretrained(cls, version: str | None = None, local_dir=None, device="auto", half: bool | None = None, int8: bool = False,
+                        **paths) -> "VoiceCloner":
         """The released weights of `version` (from `local_dir`, the HF cache, or the hub), or 'nano' (shipped with the library).
         With no version: DEFAULT_VERSION when available, else nano with a one-line note. Keyword paths override single files."""
         version, note = pick_version(version, local_dir)
         if note: print(note)
-        return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half)
+        return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half, int8=int8)
 
 
 # %% ../nbs/09_pipeline.ipynb #0e6df549
 @patch
 def prepare_reference(self: VoiceCloner, clip, text: str | None = None, lang: str = "en", sr: int | None = None) -> Reference:
     "Prompt tokens, spectrogram (and sv_emb) of a reference clip (path, or wav [1, S] with `sr`), and its text's phones."
-    from gpt_sovits_nb.tokens import REF_PAD, SSL_SR
     name = f"The reference clip '{clip}'" if isinstance(clip, (str, Path)) else "The reference clip"
     if isinstance(clip, (str, Path)):
         total = (audio_header(clip) or (None,))[0]                   # only the first 12 s are read from a longer file
@@ -562,7 +558,6 @@ def _locked(lock: threading.Lock, start):
 def _check(self: VoiceCloner, text, lang, ref, ref_lang, top_k, top_p, temperature, repetition_penalty, speed, noise_scale, seed, cut,
            pause, max_new_tokens, batch_size=1, guided=True) -> list[str]:
     "Check every argument of a call before any slow work (ConfigError, TextError); returns the text's pieces."
-    from gpt_sovits_nb.gpt import check_sampling
     if not isinstance(text, str): raise TextError(f"text must be a string of words to say, got {type(text).__name__}.")
     def number(name, v, lo, hi):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not lo <= v <= hi:
@@ -691,3 +686,79 @@ def _skip_noise(cloner, call, n_tokens: int):
     if call.knobs["noise_scale"] and not sov.config.is_mel and n_tokens:
         frames = 2 * n_tokens if speed == 1 else int(2 * n_tokens / speed) + 1
         torch.randn((1, sov.config.inter_channels, frames), generator=call.gen, device=cloner.device, dtype=sov.dtype)
+
+# %% ../nbs/09_pipeline.ipynb #f93662fa
+@dataclass
+class StageTimes:
+    "Seconds per stage of one call (`stage_times`), the tokens it made and the seconds of speech."
+    reference: float
+    front_end: float
+    gpt: float
+    sovits: float
+    tokens: int
+    speech: float
+    first_audio: float
+
+    @property
+    def total(self) -> float: return self.reference + self.front_end + self.gpt + self.sovits
+    @property
+    def rtf(self) -> float: return self.total / max(self.speech, 1e-9)
+    @property
+    def tokens_per_s(self) -> float: return self.tokens / max(self.gpt, 1e-9)
+
+def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None, lang: str = "en", seed: int = 0,
+                use_cache: bool = True, **knobs) -> tuple[StageTimes, list, torch.Tensor]:
+    """Speak `text` once, timing each stage (see the lab above): (StageTimes, the tokens of each piece, the audio [1, S]).
+    `knobs` are `synthesize`'s sampling and sound knobs; `use_cache=False` decodes without the KV cache."""
+    clock = time.perf_counter
+    sampling = cloner._sampling(knobs.pop("top_k", None), knobs.pop("top_p", None), knobs.pop("temperature", None),
+                                knobs.pop("repetition_penalty", None))
+    given, knobs = knobs, dict(zip(("top_k", "top_p", "temperature", "repetition_penalty"), sampling),
+                               speed=knobs.pop("speed", 1.0), noise_scale=knobs.pop("noise_scale", 0.5),
+                               max_new_tokens=knobs.pop("max_new_tokens", SAMPLING.max_new_tokens), guided=knobs.pop("guided", True))
+    if given: raise ConfigError(f"stage_times: unknown knobs {sorted(given)}; use synthesize's sampling and sound knobs.")
+    pieces = cloner._check(text, lang, ref, None, *sampling, knobs["speed"], knobs["noise_scale"], seed, "cut5", 0.3,
+                           knobs["max_new_tokens"], 1, knobs["guided"])
+    t0 = clock(); reference = cloner.prepare_reference(ref, ref_text, lang); t_ref = clock() - t0
+    call = cloner._prepare(pieces, lang, reference, None, None, (), seed, 0.3, knobs)
+    k = {n: knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+    front = gpt = sov = 0.0; first, tokens, wavs = None, [], []
+    with torch.inference_mode():
+        for piece in pieces:
+            t0 = clock(); tf = text_features(piece, lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim); t1 = clock()
+            tok = cloner.gpt.infer(*cloner._gpt_inputs(call, tf), **k, use_cache=use_cache, generator=call.gen,
+                                   guide=cloner._guide(call, tf))[0]; t2 = clock()
+            wavs.append(cloner._decode(call, piece, tf, tok, call.gen)); t3 = clock()
+            front, gpt, sov = front + t1 - t0, gpt + t2 - t1, sov + t3 - t2
+            tokens.append(tok.cpu())
+            if first is None: first = t_ref + t3 - t0
+    wav = torch.cat(wavs, 1)
+    return StageTimes(t_ref, front, gpt, sov, sum(len(t) for t in tokens), wav.shape[-1] / call.sr, first), tokens, wav
+
+SPEEDUPS = {"int8": "the GPT's linear layers in int8 (chapter 06; CPU)", "no_cache": "no KV cache: every step reruns the whole sequence"}
+
+def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None, lang: str = "en",
+                speedups: Sequence[str] = ("int8", "no_cache")) -> list[dict]:
+    """Time the plain path and each switch of `SPEEDUPS` on the same call (greedy, no noise: deterministic), and say whether
+    each gives the plain path's tokens and audio. One row per path: stage seconds, tokens/s, real-time factor, first audio."""
+    unknown = [s for s in speedups if s not in SPEEDUPS]
+    if unknown: raise ConfigError(f"latency_lab: unknown speed-up {unknown}; use some of {', '.join(SPEEDUPS)}.")
+    knobs = dict(top_k=1, noise_scale=0.0)
+    cold = stage_times(cloner, text, ref, ref_text, lang, **knobs)             # the first call: the reference is processed here
+    base, base_tokens, base_wav = stage_times(cloner, text, ref, ref_text, lang, **knobs)   # again: the reference comes from the cache
+    def row(path, times, toks, wav):
+        same = sum(int(torch.equal(a, b)) for a, b in zip(toks, base_tokens)) / max(len(base_tokens), 1)
+        return dict(path=path, times=times, same_tokens=same, same_audio=wav.shape == base_wav.shape and bool(torch.equal(wav, base_wav)))
+    rows = [row("first call", *cold), row("plain", base, base_tokens, base_wav)]
+    for name in speedups:
+        if name == "int8" and (cloner.device.type != "cpu" or cloner.gpt.dtype != torch.float32): continue   # CPU float32 only
+        other = copy.copy(cloner)
+        if name == "int8": other.gpt = quantize_int8(cloner.gpt)
+        rows.append(row(name, *stage_times(other, text, ref, ref_text, lang, use_cache=name != "no_cache", **knobs)))
+    for r in rows:
+        t = r["times"]
+        print(f"{r['path']:10s} reference {t.reference:6.2f} s | text {t.front_end:5.2f} s | GPT {t.gpt:6.2f} s ({t.tokens} tokens, "
+              f"{t.tokens_per_s:6.1f}/s) | SoVITS {t.sovits:5.2f} s | RTF {t.rtf:5.2f} | first audio {t.first_audio:5.2f} s | "
+              f"same tokens: {r['same_tokens']:.0%} of pieces, same audio: {'yes' if r['same_audio'] else 'no'}")
+    return rows
+

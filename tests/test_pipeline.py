@@ -150,3 +150,28 @@ def test_v2pro_uses_the_sv_embedding(tmp_path, clip):
     assert ref.sv_emb.shape == (1, 20480)
     s = speak(cl, ref)
     assert torch.isfinite(s.wav).all() and s.wav.shape[-1] == 1280 * len(s.pieces[0]["tokens"]) + 9600
+
+
+def test_int8_cloner_decodes_on_the_cpu(tmp_path, clip):
+    "`int8=True` quantises the GPT's linear layers (chapter 06) and speaks; it refuses float16 or a GPU."
+    paths = make_tiny_models(tmp_path / "tiny", "v2")
+    q = VoiceCloner.from_paths(paths, device="cpu", int8=True)
+    assert all(layer.self_attn.in_proj_int8 is not None for layer in q.gpt.h.layers)
+    speech = speak(q, clip.path, ref_text=clip.text)
+    assert speech.wav.shape[-1] > 0 and torch.isfinite(speech.wav).all()
+    with pytest.raises(ConfigError, match="int8"): VoiceCloner.from_paths(paths, device="cpu", half=True, int8=True)
+
+
+def test_latency_lab_times_every_stage_and_checks_the_switches(cloner, clip, capsys):
+    from gpt_sovits_nb.pipeline import latency_lab, stage_times
+    rows = latency_lab(cloner, "Hello there. Bye.", clip.path, clip.text)
+    paths = [r["path"] for r in rows]
+    assert paths == ["first call", "plain", "int8", "no_cache"]
+    by = {r["path"]: r for r in rows}
+    assert by["no_cache"]["same_tokens"] == 1.0 and by["no_cache"]["same_audio"]     # the KV cache is exact
+    assert by["first call"]["same_audio"]
+    t = by["plain"]["times"]
+    assert t.tokens > 0 and t.speech > 0 and t.rtf > 0 and t.first_audio <= t.total + 1e-6
+    assert "RTF" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="turbo"): latency_lab(cloner, "Hi.", clip.path, clip.text, speedups=["turbo"])
+    with pytest.raises(ConfigError, match="beam"): stage_times(cloner, "Hi.", clip.path, clip.text, beam=4)
