@@ -738,12 +738,13 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
 SPEEDUPS = {"int8": "the GPT's linear layers in int8 (chapter 06; CPU)", "no_cache": "no KV cache: every step reruns the whole sequence"}
 
 def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None, lang: str = "en",
-                speedups: Sequence[str] = ("int8", "no_cache")) -> list[dict]:
+                speedups: Sequence[str] = ("int8", "no_cache"), max_new_tokens: int = SAMPLING.max_new_tokens) -> list[dict]:
     """Time the plain path and each switch of `SPEEDUPS` on the same call (greedy, no noise: deterministic), and say whether
-    each gives the plain path's tokens and audio. One row per path: stage seconds, tokens/s, real-time factor, first audio."""
+    each gives the plain path's tokens and audio. One row per path: stage seconds, tokens/s, real-time factor, first audio.
+    `max_new_tokens` caps each piece (a random model never says EOS: benchmarks set it)."""
     unknown = [s for s in speedups if s not in SPEEDUPS]
     if unknown: raise ConfigError(f"latency_lab: unknown speed-up {unknown}; use some of {', '.join(SPEEDUPS)}.")
-    knobs = dict(top_k=1, noise_scale=0.0)
+    knobs = dict(top_k=1, noise_scale=0.0, max_new_tokens=max_new_tokens)
     cold = stage_times(cloner, text, ref, ref_text, lang, **knobs)             # the first call: the reference is processed here
     base, base_tokens, base_wav = stage_times(cloner, text, ref, ref_text, lang, **knobs)   # again: the reference comes from the cache
     def row(path, times, toks, wav):
