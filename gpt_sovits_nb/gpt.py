@@ -290,8 +290,15 @@ class Text2SemanticGPT(nn.Module):
     @property
     def sampling(self) -> Sampling:
         "The sampling this model recommends: the reference's defaults (`SAMPLING`), changed by its checkpoint's config['sampling'] (nano models)."
-        own = ((self.s1_config or {}).get("sampling") or {})
-        return Sampling(**{**SAMPLING.__dict__, **{k: v for k, v in own.items() if k in SAMPLING.__dict__}})
+        own = (self.s1_config or {}).get("sampling") or {}
+        knobs = ("top_k", "top_p", "temperature", "repetition_penalty")
+        if not isinstance(own, Mapping): own = {"(not a dict)": own}
+        s = Sampling(**{**SAMPLING.__dict__, **{k: v for k, v in own.items() if k in knobs}})
+        try: check_sampling(s.top_k, s.top_p, s.temperature, s.repetition_penalty)
+        except ConfigError as e:
+            raise CheckpointError(f"This GPT checkpoint recommends sampling {dict(own)} that cannot be used ({e}). "
+                                  "Re-export it (export_nano(sampling=...)) or remove config['sampling'] from the file.") from None
+        return s
 
     @property
     def device(self) -> torch.device: return self.ar_predict_layer.weight.device

@@ -470,3 +470,15 @@ def test_guided_decoding_on_a_tiny_model(inputs):
         gpt.infer(phones, bert, prompt, guide=G.ReadingGuide([(1, 0)], 0, 5, 7))
     with pytest.raises(ConfigError, match="not in this GPT"):
         gpt.infer(phones, bert, prompt, guide=G.ReadingGuide([(5, 0)], 0, 5, 10))
+
+
+def test_a_checkpoints_recommended_sampling_is_read_and_checked(tiny):
+    from gpt_sovits_nb.core import SAMPLING, CheckpointError
+    g = Text2SemanticGPT(TINY).eval()
+    assert g.sampling == SAMPLING
+    g.s1_config = {"sampling": {"repetition_penalty": 1.0, "beam": 3}}
+    assert g.sampling.repetition_penalty == 1.0 and g.sampling.top_k == SAMPLING.top_k   # unknown keys are ignored
+    g.s1_config = {"sampling": {"top_k": "many"}}
+    with pytest.raises(CheckpointError, match="recommends sampling"): g.sampling
+    g.s1_config = {"sampling": [1, 2]}
+    assert g.sampling == SAMPLING
