@@ -63,6 +63,8 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
                             continuous_update=False, readout_format=".2f")
     t_seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="12em"))
     t_auto = W.Checkbox(value=auto, description="speak on change", indent=False, layout=W.Layout(width="12em"))
+    guidable = bool(cloner.gpt.aligned_heads)          # the nano GPT: its reading guide can be switched off (chapter 06)
+    t_guide = W.Checkbox(value=True, description="reading guide", indent=False, layout=W.Layout(width="12em"))
     t_speak = W.Button(description="speak", button_style="primary", icon="play")
     t_status, t_info = W.Label(value="ready"), W.HTML(value="")
     t_audio, t_plot = W.Output(), W.Output()
@@ -75,9 +77,10 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
             try:
                 t0 = time.perf_counter()
                 knobs = dict(temperature=t_temp.value, top_k=t_topk.value, speed=t_speed.value, noise_scale=t_noise.value)
+                if guidable: knobs["guided"] = t_guide.value
                 sp = cloner.synthesize(t_text.value, lang, ref=reference, seed=int(t_seed.value), max_new_tokens=max_new_tokens,
                                        progress=False, **knobs)
-                desc = ", ".join(f"{k} {v:g}" for k, v in knobs.items())
+                desc = ", ".join(f"{k} {'on' if v else 'off'}" if isinstance(v, bool) else f"{k} {v:g}" for k, v in knobs.items())
                 fig = compare_figure(reference.spec, sp, desc)
                 take = {"take": state["n"] + 1}     # numbered, so that a take that sounds the same still gets a new player
                 t_audio.outputs = ({**audio_output(sp.wav, sp.sr), "metadata": take},)
@@ -99,16 +102,16 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
     def on_change(change):
         if t_auto.value: speak()
 
-    for w in (t_temp, t_topk, t_speed, t_noise): w.observe(on_change, names="value")
+    for w in (t_temp, t_topk, t_speed, t_noise, t_guide): w.observe(on_change, names="value")
     t_speak.on_click(lambda _: speak())
     box = W.VBox([W.HTML("<b>Clone studio</b>: move a knob (or press <i>speak</i>) and listen."), t_text,
-                  W.HBox([t_temp, t_topk]), W.HBox([t_speed, t_noise]), W.HBox([t_seed, t_auto, t_speak]),
+                  W.HBox([t_temp, t_topk]), W.HBox([t_speed, t_noise]), W.HBox([t_seed, t_auto] + ([t_guide] if guidable else []) + [t_speak]),
                   W.HBox([t_status]), t_info, t_audio, t_plot])
     add_classes((box, "t-studio"), (t_text, "t-text"), (t_temp, "t-temperature"), (t_topk, "t-topk"), (t_speed, "t-speed"),
-                   (t_noise, "t-noise"), (t_seed, "t-seed"), (t_auto, "t-auto"), (t_speak, "t-speak"), (t_status, "t-status"),
+                   (t_noise, "t-noise"), (t_guide, "t-guided"), (t_seed, "t-seed"), (t_auto, "t-auto"), (t_speak, "t-speak"), (t_status, "t-status"),
                    (t_info, "t-info"), (t_audio, "t-audio"), (t_plot, "t-plot"))
     box._gsv = dict(text=t_text, temperature=t_temp, top_k=t_topk, speed=t_speed, noise=t_noise, seed=t_seed, auto=t_auto,
-                    speak_button=t_speak, status=t_status, info=t_info, audio=t_audio, plot=t_plot, reference=reference,
+                    guided=t_guide, speak_button=t_speak, status=t_status, info=t_info, audio=t_audio, plot=t_plot, reference=reference,
                     speak=speak, last=lambda: state["speech"])
     if speak_now: speak()
     return box

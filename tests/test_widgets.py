@@ -110,3 +110,16 @@ def test_studio_from_a_path_without_speaking(cloner, clip):
     assert w["status"].value == "ready" and w["plot"].outputs == ()
     assert w["reference"].prompt is not None and w["reference"].spec.shape[1] == 1025
     assert w["speak"]() is not None and w["status"].value == "done 1"
+
+
+def test_studio_reading_guide_switch_for_nano(clip):
+    "With the nano model the studio shows a 'reading guide' checkbox; turning it off speaks again without the guide."
+    from gpt_sovits_nb.pipeline import VoiceCloner
+    nano = VoiceCloner.from_pretrained("nano", device="cpu")
+    ui = clone_widget(nano, clip.path, "What time is it?", ref_text=clip.text, max_new_tokens=60, speak_now=False)
+    w = ui._gsv
+    assert w["guided"].value is True and "t-guided" in w["guided"]._dom_classes
+    on = w["speak"]()
+    w["guided"].value = False                       # speak on change: speaks again
+    assert w["status"].value == "done 2" and "guided off" in w["info"].value
+    assert not torch.equal(on.pieces[0]["tokens"], w["last"]().pieces[0]["tokens"])
