@@ -13,10 +13,11 @@ import torch
 
 # %% auto #0
 __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSION', 'PRO_VERSIONS', 'GPT_CONFIGS',
-           'SOVITS_CONFIGS', 'SAMPLING', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError', 'TextError',
-           'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError', 'error_message',
-           'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig', 'SoVITSConfig', 'Sampling',
-           'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode', 'add_classes', 'DocMarkdown']
+           'SOVITS_CONFIGS', 'SAMPLING', 'SAMPLING_KNOBS', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError',
+           'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError',
+           'error_message', 'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig',
+           'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode',
+           'add_classes', 'DocMarkdown']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -214,6 +215,8 @@ class Sampling:
 
 SAMPLING = Sampling()
 "The reference's sampling defaults."
+SAMPLING_KNOBS = ("top_k", "top_p", "temperature", "repetition_penalty")
+"The knobs that shape the next-token distribution (all of `Sampling` but the length cap): what a checkpoint may recommend."
 
 # %% ../nbs/00_core.ipynb #20b4e012
 LANGS = ("en", "zh", "ja", "all_zh", "all_ja", "auto")

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, Sampling, config_section, get_device, add_classes
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, SAMPLING_KNOBS, Sampling, config_section, get_device, add_classes
 from .text import PUNCTUATION
 
 # %% auto #0
@@ -291,9 +291,8 @@ class Text2SemanticGPT(nn.Module):
     def sampling(self) -> Sampling:
         "The sampling this model recommends: the reference's defaults (`SAMPLING`), changed by its checkpoint's config['sampling'] (nano models)."
         own = (self.s1_config or {}).get("sampling") or {}
-        knobs = ("top_k", "top_p", "temperature", "repetition_penalty")
         if not isinstance(own, Mapping): own = {"(not a dict)": own}
-        s = Sampling(**{**SAMPLING.__dict__, **{k: v for k, v in own.items() if k in knobs}})
+        s = Sampling(**{**SAMPLING.__dict__, **{k: v for k, v in own.items() if k in SAMPLING_KNOBS}})
         try: check_sampling(s.top_k, s.top_p, s.temperature, s.repetition_penalty)
         except ConfigError as e:
             raise CheckpointError(f"This GPT checkpoint recommends sampling {dict(own)} that cannot be used ({e}). "
@@ -679,8 +678,8 @@ class ReadingGuide:
     @classmethod
     def for_text(cls, gpt: "Text2SemanticGPT", n_before: int, symbols, **kw) -> "ReadingGuide | None":
         "The guide for one piece: `n_before` reference phones, then the piece's phone `symbols`; None if `gpt` has no aligned heads."
-        spoken = [i for i, s in enumerate(symbols) if s not in PUNCTUATION]
         if not gpt.aligned_heads or not symbols: return None
+        spoken = [i for i, s in enumerate(symbols) if s not in PUNCTUATION]
         return cls(gpt.aligned_heads, n_before, n_before + (spoken[-1] if spoken else len(symbols) - 1), n_before + len(symbols), **kw)
 
 

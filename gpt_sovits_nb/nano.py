@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device, SAMPLING
+from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device, SAMPLING, SAMPLING_KNOBS
 from .audio import load_audio, resample
 from .tokens import KMeansTokenizer, PhoneEncoder, PHONES_EN, phone_training_pair, train_phone_encoder
 from .text import symbol_table
@@ -715,8 +715,8 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
     ckpt["config"]["model"]["version"] = NANO
     if aligned_heads: ckpt["config"]["model"]["aligned_heads"] = [[int(l), int(h)] for l, h in aligned_heads]
     if sampling:
-        unknown = set(sampling) - {"top_k", "top_p", "temperature", "repetition_penalty"}
-        if unknown: raise ConfigError(f"export_nano: sampling={sampling!r} names {sorted(unknown)}; use top_k, top_p, temperature, repetition_penalty.")
+        unknown = set(sampling) - set(SAMPLING_KNOBS)
+        if unknown: raise ConfigError(f"export_nano: sampling={sampling!r} names {sorted(unknown)}; use {', '.join(SAMPLING_KNOBS)}.")
         ckpt["config"]["sampling"] = dict(sampling)
     ckpt["config"]["data"]["pad_val"] = gpt.config.EOS
     g = save_gpt(ckpt, out / NANO_GPT_FILE, info=f"nano GPT{': ' + folded if folded else ''}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
-                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING, GPTConfig, SoVITSConfig)
+                                get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING, SAMPLING_KNOBS, GPTConfig, SoVITSConfig)
 from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
 from .text import clean_text, phones_to_ids, split_by_language
 from .text_encoder import BertFeaturizer, bert_for_phones, tiny_random_bert
@@ -326,6 +326,11 @@ class _Call:
     knobs: dict                                   # top_k, top_p, temperature, repetition_penalty, speed, noise_scale, max_new_tokens, guided
     info: list = field(default_factory=list)      # per finished piece: text, norm_text, phones, tokens
 
+    @property
+    def gpt_knobs(self) -> dict:
+        "The knobs `Text2SemanticGPT.infer` takes: the sampling knobs and the length cap."
+        return {n: self.knobs[n] for n in (*SAMPLING_KNOBS, "max_new_tokens")}
+
 @dataclass
 class Speech:
     "Synthesised speech: wav [1, S] float32 at `sr` Hz, and what was said piece by piece."
@@ -466,7 +471,7 @@ def _decode(self: VoiceCloner, call: _Call, piece: str, tf: TextFeatures, tokens
 def _speak(self: VoiceCloner, call: _Call, batch_size: int = 1, progress: bool = False):
     """Piece by piece: (the piece's audio [1, S], scaled down if it passes full scale, its info); the GPT decodes `batch_size`
     pieces at once, or one at a time when a reading guide holds it to the text (it follows one piece)."""
-    k = {n: call.knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+    k = call.gpt_knobs
     if call.knobs.get("guided") and self.gpt.aligned_heads: batch_size = 1
     groups = [call.pieces[i:i + batch_size] for i in range(0, len(call.pieces), batch_size)]
     for group in _progress(groups, progress):
@@ -713,7 +718,7 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
     clock = time.perf_counter
     sampling = cloner._sampling(knobs.pop("top_k", None), knobs.pop("top_p", None), knobs.pop("temperature", None),
                                 knobs.pop("repetition_penalty", None))
-    given, knobs = knobs, dict(zip(("top_k", "top_p", "temperature", "repetition_penalty"), sampling),
+    given, knobs = knobs, dict(zip(SAMPLING_KNOBS, sampling),
                                speed=knobs.pop("speed", 1.0), noise_scale=knobs.pop("noise_scale", 0.5),
                                max_new_tokens=knobs.pop("max_new_tokens", SAMPLING.max_new_tokens), guided=knobs.pop("guided", True))
     if given: raise ConfigError(f"stage_times: unknown knobs {sorted(given)}; use synthesize's sampling and sound knobs.")
@@ -721,7 +726,7 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
                            knobs["max_new_tokens"], 1, knobs["guided"])
     t0 = clock(); reference = cloner.prepare_reference(ref, ref_text, lang); t_ref = clock() - t0
     call = cloner._prepare(pieces, lang, reference, None, None, (), seed, 0.3, knobs)
-    k = {n: knobs[n] for n in ("top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")}
+    k = call.gpt_knobs
     front = gpt = sov = 0.0; first, tokens, wavs = None, [], []
     with torch.inference_mode():
         for piece in pieces:
