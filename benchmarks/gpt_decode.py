@@ -18,7 +18,8 @@ On the CPU in float32, when onnx and onnxruntime are installed (the `export` ext
 two ONNX graphs of chapter 16 (gpt_sovits_nb.export.OnnxGPT: exported into a temporary folder, same sampling code and
 seeds, so the same tokens), interleaved with the others; --no-onnx skips it. There, too, the int8-weight decoder of chapter
 06 (`quantize_int8`: dynamic int8 linear layers, about 97 % greedy agreement with float32 on the trained nano GPT) runs
-beside them; --no-int8 skips it.
+beside them; --no-int8 skips it. On CUDA, the fixed-shape step of chapter 06 section 11 (`decode(graph=True)`: one CUDA
+graph per step, replayed) runs beside the plain cached loop; --no-graph skips it.
 """
 from __future__ import annotations
 import argparse, platform, time
@@ -48,11 +49,11 @@ def sync(device):
     if device.type == "cuda": torch.cuda.synchronize()
 
 
-def timed_decode(model, inputs, n_tokens, use_cache, sampling, seed=0):
-    "Decode n_tokens; returns (seconds in total, seconds of the first step = prefill, tokens made)."
+def timed_decode(model, inputs, n_tokens, use_cache, sampling, seed=0, **extra):
+    "Decode n_tokens; returns (seconds in total, seconds of the first step = prefill, tokens made). `extra`: more decode options."
     torch.manual_seed(seed)
     device = model.device
-    no_cache = {} if use_cache else {"use_cache": False}       # OnnxGPT always decodes with its cache
+    no_cache = {**extra, **({} if use_cache else {"use_cache": False})}   # OnnxGPT always decodes with its cache
     sync(device); t0 = time.perf_counter(); t_first = None; n = 0
     for step in model.decode(*inputs, max_new_tokens=n_tokens, min_new_tokens=n_tokens, **no_cache, **sampling):
         n += 1
@@ -93,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--no-concat", action="store_true", help="skip the torch.cat-cache comparison")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8-weight decoder (quantize_int8; CPU, float32 only)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime (otherwise run on the CPU in float32 when installed)")
+    ap.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph step (decode(graph=True); CUDA only)")
     args = ap.parse_args(argv)
 
     if args.threads: torch.set_num_threads(args.threads)
@@ -111,19 +113,21 @@ def main(argv=None):
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{args.phones} phones + {args.prompt} prompt tokens -> {args.new_tokens} new tokens, top_k={args.top_k}")
 
-    variants = {"KV cache": (model, G.KVCache)}
-    if not args.no_concat: variants["torch.cat cache"] = (model, ConcatKVCache)
+    variants = {"KV cache": (model, G.KVCache, {})}          # label: (model, the cache class decode builds, decode options)
+    if not args.no_concat: variants["torch.cat cache"] = (model, ConcatKVCache, {})
     onnx_model = None if args.no_onnx else onnx_gpt(model, device, dtype)
-    if onnx_model is not None: variants["onnxruntime"] = (onnx_model, G.KVCache)
+    if onnx_model is not None: variants["onnxruntime"] = (onnx_model, G.KVCache, {})
     if device.type == "cpu" and dtype == torch.float32 and not args.no_int8:
-        variants["int8 weights"] = (G.quantize_int8(model), G.KVCache)   # chapter 06: dynamic int8 linear layers
+        variants["int8 weights"] = (G.quantize_int8(model), G.KVCache, {})   # chapter 06: dynamic int8 linear layers
+    if device.type == "cuda" and not args.no_graph:
+        variants["CUDA graph"] = (model, G.KVCache, {"graph": True})      # chapter 06 section 11: one replayed graph per step
     ours, best = G.KVCache, {}
     try:
         for r in range(args.repeats):            # interleaved, best of each: a shared machine's load comes and goes
-            for label, (runner, cache_class) in variants.items():
+            for label, (runner, cache_class, extra) in variants.items():
                 G.KVCache = cache_class          # decode() builds its cache from the module's KVCache
-                if r == 0: timed_decode(runner, inputs, args.warmup, True, sampling)      # warm-up
-                total, first, n = timed_decode(runner, inputs, args.new_tokens, True, sampling, seed=r)
+                if r == 0: timed_decode(runner, inputs, args.warmup, True, sampling, **extra)      # warm-up
+                total, first, n = timed_decode(runner, inputs, args.new_tokens, True, sampling, seed=r, **extra)
                 assert n == args.new_tokens, n
                 if label not in best or total < best[label][0]: best[label] = (total, first, n)
     finally:
@@ -146,6 +150,15 @@ def main(argv=None):
         print(f"int8 weights     : {n_q / total_q:7.1f} tok/s  ({n_q} tokens in {total_q:.2f} s; prefill {first_q * 1e3:.0f} ms; "
               f"quantize_int8: {(n_q / total_q) / cached:.2f}x the float32 KV cache's speed"
               + (f", {(n_q / total_q) / (best['torch.cat cache'][2] / best['torch.cat cache'][0]):.2f}x the reference-style loop's" if "torch.cat cache" in best else "") + ")")
+
+    if "CUDA graph" in best:
+        total_g, first_g, n_g = best["CUDA graph"]
+        print(f"CUDA graph       : {n_g / total_g:7.1f} tok/s  ({n_g} tokens in {total_g:.2f} s; prefill and capture {first_g * 1e3:.0f} ms, "
+              f"then {(n_g - 1) / (total_g - first_g):.1f} tok/s; {(n_g / total_g) / cached:.2f}x the plain KV cache's speed"
+              + (f", {(n_g / total_g) / (best['torch.cat cache'][2] / best['torch.cat cache'][0]):.2f}x the reference-style loop's" if "torch.cat cache" in best else "") + ")")
+        torch.manual_seed(0); plain = [s.token.item() for s in model.decode(*inputs, top_k=1, max_new_tokens=100, min_new_tokens=100)]
+        torch.manual_seed(0); graph = [s.token.item() for s in model.decode(*inputs, top_k=1, max_new_tokens=100, min_new_tokens=100, graph=True)]
+        print(f"CUDA graph greedy tokens equal to the plain loop's: {sum(a == b for a, b in zip(plain, graph))}/100")
 
     if args.baseline_tokens > 0:
         timed_decode(model, inputs, 2, False, sampling)                          # warm-up

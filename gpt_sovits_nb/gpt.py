@@ -21,7 +21,7 @@ __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding'
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
            'Text2SemanticGPT', 'count_parameters', 'DecodeStep', 'decode_step', 'plot_next_token_distribution',
-           'sampling_widget', 's1_config_dict', 'ReadingGuide', 'quantize_int8']
+           'sampling_widget', 's1_config_dict', 'ReadingGuide', 'quantize_int8', 'StaticKVCache', 'StaticStep']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -373,10 +373,14 @@ def prefill_logits(self: Text2SemanticGPT, phones, bert, prompt=None) -> torch.T
 def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
            top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
            max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-           generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> Iterator[DecodeStep]:
+           generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None, graph: bool = False) -> Iterator[DecodeStep]:
     """Yield one DecodeStep per new token. `use_cache=False` recomputes the whole sequence every step (slow; for teaching and
-    checking). `guide`: a `ReadingGuide` that holds the aligned heads to the text (section 9; None: the reference's decoding)."""
+    checking). `guide`: a `ReadingGuide` that holds the aligned heads to the text (section 9; None: the reference's decoding).
+    `graph=True`: every step after the first has the same shapes (a `StaticStep`, section 11), replayed as a CUDA graph on a GPU."""
     check_sampling(top_k, top_p, temperature, repetition_penalty)
+    if graph and (not use_cache or guide is not None):
+        raise ConfigError("graph=True replays one fixed-shape step over the KV cache: it needs use_cache=True and no reading guide "
+                          "(the guide steers attention from Python at every step).")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r}: expected a positive whole number (25 tokens = 1 s of speech).")
     phones, bert, prompt = self.check_inputs(phones, bert, prompt)
@@ -386,24 +390,28 @@ def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
     history[:, :P] = prompt
     if use_cache:
         c = self.config
-        cache = KVCache(c.n_layer, 1, c.head, c.hidden_dim // c.head, N + P + min(max_new_tokens, 256), x.dtype, x.device)
+        room = max_new_tokens if graph else min(max_new_tokens, 256)     # a graph's cache never grows: room for every token
+        cache = (StaticKVCache if graph else KVCache)(c.n_layer, 1, c.head, c.hidden_dim // c.head, N + P + room, x.dtype, x.device)
         step_input = torch.cat([x, self.embed_audio(prompt)], dim=1)        # the prefill: [1, N + P, D]
         attend = prefix_lm_mask(N, P, x.device)
     if guide is not None: guide.attach(self, N)
+    static = None
     try:
         for i in range(max_new_tokens):
-            if use_cache:
-                hidden = self.h(step_input, attend, cache)[:, -1]           # [1, D]
+            if static is not None:
+                logits = static(step.token)                                 # [1, V]: the fixed-shape step (section 11)
+            elif use_cache:
+                logits = self.ar_predict_layer(self.h(step_input, attend, cache)[:, -1])   # [1, D] -> [1, V]
             else:
                 xy = torch.cat([x, self.embed_audio(history[:, :P + i])], dim=1)
-                hidden = self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1]
-            logits = self.ar_predict_layer(hidden)                          # [1, V]
+                logits = self.ar_predict_layer(self.h(xy, prefix_lm_mask(N, P + i, x.device))[:, -1])
             if guide is not None: guide.step(logits, EOS, i >= min_new_tokens)   # moves on; may refuse or force EOS
             step = decode_step(i, logits, history, P, EOS, top_k, top_p, temperature,
                                repetition_penalty, min_new_tokens, generator)   # logits -> the chosen token
             yield step
             if step.eos: return
-            if use_cache:
+            if graph and static is None: static = StaticStep(self, cache, N)   # built (and captured) once, after the prefill
+            elif use_cache:
                 step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
     finally:
         if guide is not None: guide.detach(self)
@@ -414,10 +422,10 @@ def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
 def infer(self: Text2SemanticGPT, phones, bert, prompt=None,
           top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
           max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS, use_cache: bool = True,
-          generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None) -> torch.Tensor:
-    "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included). `guide`: as in `decode`."
+          generator: torch.Generator | None = None, guide: "ReadingGuide | None" = None, graph: bool = False) -> torch.Tensor:
+    "Generate semantic tokens: LongTensor [1, T], the new tokens only (EOS not included). `guide`, `graph`: as in `decode`."
     steps = list(self.decode(phones, bert, prompt, top_k, top_p, temperature, repetition_penalty,
-                             max_new_tokens, min_new_tokens, use_cache, generator, guide))
+                             max_new_tokens, min_new_tokens, use_cache, generator, guide, graph))
     tokens = torch.cat([s.token for s in steps], dim=1)
     return tokens[:, :-1] if steps[-1].eos else tokens
 
@@ -701,3 +709,64 @@ def quantize_int8(gpt: "Text2SemanticGPT") -> "Text2SemanticGPT":
     for m in q.modules():
         if isinstance(m, SelfAttention): m.in_proj_weight.requires_grad_(False)   # kept only for the config and shapes
     return q
+
+# %% ../nbs/06_gpt.ipynb #a3d46c46
+class StaticKVCache(KVCache):
+    """A KVCache of fixed capacity for `StaticStep`: once `stepping`, each one-position write goes to `pos` (a [1] long tensor on
+    the device) and every read returns the whole capacity, so a step has the same shapes and memory every time."""
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.keys[0].device)
+        self.stepping = False                 # False: the prefill, stored like any KVCache
+
+    def _grow(self, needed: int):
+        raise ConfigError(f"StaticKVCache: {needed} positions do not fit its fixed capacity of {self.capacity} "
+                          "(a graph's memory cannot move); build it with room for every token.")
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if not self.stepping: return super().store(layer, k, v)
+        self.keys[layer].index_copy_(2, self.pos, k)          # [B, H, 1, d] written at pos, in place
+        self.values[layer].index_copy_(2, self.pos, v)
+        return self.keys[layer], self.values[layer]           # [B, H, capacity, d]: the step's mask hides what is not written
+
+
+class StaticStep:
+    """The decoding step after the prefill with fixed shapes: token [1, 1] -> logits [1, V] over a `StaticKVCache` that holds
+    the prefill of `n_text` phones + the prompt. `graph=None`: captured as a CUDA graph on CUDA, run eagerly elsewhere."""
+    def __init__(self, gpt: Text2SemanticGPT, cache: StaticKVCache, n_text: int, graph: bool | None = None):
+        self.gpt, self.cache, self.n_text = gpt, cache, n_text
+        dev, dtype = cache.keys[0].device, cache.keys[0].dtype
+        cache.pos.fill_(cache.length); cache.stepping = True     # the first new token goes right after the prefill
+        self.token = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        self.mask = torch.zeros(1, 1, 1, cache.capacity, dtype=torch.bool, device=dev)
+        self.mask[..., :cache.length] = True                     # the prefill's positions
+        self.positions = gpt.ar_audio_position.table(cache.capacity - n_text, torch.empty(0, dtype=dtype, device=dev))
+        self.graph = None
+        if graph is None: graph = dev.type == "cuda"
+        if graph: self._capture()
+        else: self.logits = self._run()
+
+    def _run(self) -> torch.Tensor:
+        "The step itself, reading only the fixed tensors: mark pos, embed the token at audio position pos - N, run the layers."
+        g, pos = self.gpt, self.cache.pos
+        self.mask.index_fill_(-1, pos, True)
+        pe = self.positions.index_select(0, pos - self.n_text)[None]       # [1, 1, D]
+        x = g.ar_audio_embedding(self.token) + g.ar_audio_position.alpha * pe
+        return g.ar_predict_layer(g.h(x, self.mask, self.cache)[:, -1])   # [1, V]
+
+    def _capture(self):
+        "Warm up on a side stream, then record one step (`torch.cuda.graph`); the warm-up's writes at pos are redone by the first replay."
+        side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3): self._run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph): self.logits = self._run()
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        "Logits [1, V] of the next position after `token` [1, 1] (a copy: the fixed buffer is overwritten by the next step)."
+        self.token.copy_(token)
+        if self.graph is not None: self.graph.replay()
+        else: self.logits = self._run()
+        self.cache.pos += 1
+        return self.logits.clone()

@@ -145,6 +145,67 @@ def test_long_decoding_past_the_first_allocation(tiny, inputs):
         assert lg.argmax().item() == out[0, t].item()
 
 
+
+# ---------------------------------------------------------------- the fixed-shape step (CUDA graphs)
+
+def _steps(model, inputs, graph, **kw):
+    steps = list(model.decode(*inputs, graph=graph, generator=torch.Generator(model.device).manual_seed(5), **kw))
+    return torch.cat([s.token for s in steps], 1).cpu(), [s.logits.float().cpu() for s in steps]
+
+
+@pytest.mark.parametrize("knobs", [dict(top_k=1), dict(top_k=5, top_p=0.9, temperature=0.8, repetition_penalty=1.35)])
+def test_fixed_shape_step_gives_the_plain_tokens(tiny, inputs, knobs):
+    "graph=True on a CPU runs the StaticStep eagerly: the same tokens as the plain cached loop, logits within float error."
+    (a, la), (b, lb) = (_steps(tiny, inputs, g, max_new_tokens=60, min_new_tokens=60, **knobs) for g in (False, True))
+    assert torch.equal(a, b) and a.shape == (1, 60)
+    assert max((x - y).abs().max().item() for x, y in zip(la, lb)) < 1e-5
+    for n in (1, 2, 12):                                   # the first token comes from the prefill, EOS rules unchanged
+        assert torch.equal(tiny.infer(*inputs, top_k=1, max_new_tokens=n), tiny.infer(*inputs, top_k=1, max_new_tokens=n, graph=True))
+    no_prompt = [tiny.infer(inputs[0], inputs[1], None, top_k=1, max_new_tokens=20, graph=g) for g in (False, True)]
+    assert torch.equal(*no_prompt)
+
+
+def test_fixed_shape_step_on_a_full_size_gpt():
+    "The released size (random weights, 24 layers): greedy tokens of the fixed-shape step equal the plain loop's."
+    torch.manual_seed(0)
+    full = Text2SemanticGPT(GPT_CONFIGS["v2"]).eval()
+    g = torch.Generator().manual_seed(2)
+    ins = (torch.randint(0, 732, (1, 40), generator=g), torch.randn(1, 1024, 40, generator=g), torch.randint(0, 1024, (1, 30), generator=g))
+    (a, la), (b, lb) = (_steps(full, ins, graph, top_k=1, max_new_tokens=25, min_new_tokens=25) for graph in (False, True))
+    assert torch.equal(a, b)
+    assert max((x - y).abs().max().item() for x, y in zip(la, lb)) < 1e-3
+
+
+def test_static_cache_and_bad_graph_requests(tiny, inputs):
+    cache = G.StaticKVCache(n_layer=1, batch=1, heads=2, head_dim=3, capacity=4)
+    cache.store(0, torch.ones(1, 2, 2, 3), torch.ones(1, 2, 2, 3)); cache.length = 2
+    cache.stepping = True; cache.pos.fill_(2)
+    k, v = cache.store(0, torch.full((1, 2, 1, 3), 7.0), torch.full((1, 2, 1, 3), 8.0))
+    assert k.shape == (1, 2, 4, 3) and k[0, 0, :, 0].tolist() == [1, 1, 7, 0] and v[0, 1, 2, 0] == 8
+    with pytest.raises(ConfigError, match="fixed capacity of 4"):
+        G.StaticKVCache(n_layer=1, batch=1, heads=2, head_dim=3, capacity=4).store(0, torch.ones(1, 2, 5, 3), torch.ones(1, 2, 5, 3))
+    with pytest.raises(ConfigError, match="graph=True.*use_cache=True and no reading guide"):
+        tiny.infer(*inputs, graph=True, use_cache=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_graph_replays_the_plain_tokens(dtype):
+    "On CUDA the step is captured once and replayed: the same greedy tokens as the plain loop on the GPU (full size)."
+    if not torch.cuda.is_available(): pytest.skip("no CUDA GPU")
+    torch.manual_seed(0)
+    full = Text2SemanticGPT(GPT_CONFIGS["v2"]).to("cuda", dtype).eval()
+    g = torch.Generator().manual_seed(2)
+    ins = (torch.randint(0, 732, (1, 60), generator=g), torch.randn(1, 1024, 60, generator=g).to(dtype), torch.randint(0, 1024, (1, 40), generator=g))
+    (a, la), (b, lb) = (_steps(full, ins, graph, top_k=1, max_new_tokens=200, min_new_tokens=200) for graph in (False, True))
+    if dtype == torch.float32: assert torch.equal(a, b), (a != b).nonzero()[:5]
+    else:                           # float16: other attention kernels round differently; a random GPT's near-ties may part late
+        same = int((a != b).int().argmax()) if (a != b).any() else a.shape[1]
+        assert same >= 40, (same, a[0, :50], b[0, :50])
+    steps = full.decode(*ins, graph=True, top_k=1, max_new_tokens=3)
+    next(steps); next(steps)                       # the graph really was captured (not the eager fallback)
+    assert steps.gi_frame.f_locals["static"].graph is not None
+
+
 # ---------------------------------------------------------------- sampling
 
 def test_repetition_penalty_each_distinct_token_once_in_place():

@@ -19,14 +19,14 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 
 step() { echo; echo "=== $*"; }
 step "pytest: the CUDA tests and the golden cases"
-python3 -m pytest tests/test_sovits.py tests/test_golden.py -q -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/pytest.txt"
+python3 -m pytest tests/test_sovits.py tests/test_golden.py "tests/test_gpt.py::test_cuda_graph_replays_the_plain_tokens" -q -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/pytest.txt"
 step "the five-minute tutorial on the GPU (tiny models)"
 python3 -m papermill tutorials/five_minute_tutorial.ipynb "$OUT/five_minute_gpu.ipynb" -p device cuda -k python3 2>&1 | tail -3
 step "the clone-your-voice notebook: full-size random models, a few hundred steps (step time and peak memory in report.json)"
 python3 -m papermill tutorials/clone_your_voice.ipynb "$OUT/clone_your_voice_gpu.ipynb" -k python3 \
   -p weights random -p data_source corpus:fest_slt_hts -p sovits_steps 300 -p gpt_steps 300 -p device cuda -p out_dir "$OUT/clone" 2>&1 | tail -3
 cp "$OUT/clone/report.json" "$OUT/clone_report.json" 2>/dev/null
-step "GPT decode speed (ours with the KV cache vs no cache), fp32 and fp16"
+step "GPT decode speed (KV cache, the reference-style loop, the CUDA graph step, no cache), fp32 and fp16"
 python3 benchmarks/gpt_decode.py --device cuda --dtype float32 2>&1 | tee "$OUT/gpt_decode_fp32.txt"
 python3 benchmarks/gpt_decode.py --device cuda --dtype float16 2>&1 | tee "$OUT/gpt_decode_fp16.txt"
 step "training memory at the T4 batch sizes (must stay under 14 GB)"
