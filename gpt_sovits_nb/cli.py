@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many semantic tokens (25 per second) per piece (default: %(default)s, 60 s)")
     g.add_argument("--int8", action="store_true", help="CPU only: the GPT's linear layers in int8, faster decoding with "
                    "tokens close to float32's (chapter 06)")
+    g.add_argument("--cuda-graph", action="store_true", help="GPU: the GPT replays one captured CUDA graph per step, the same "
+                   "tokens faster (chapter 06 section 11; not with the nano model's reading guide)")
     g = s.add_argument_group("sound (SoVITS) and pacing")
     g.add_argument("--speed", metavar="X", type=_number(float, 0.25, 4, what="the speed"), default=1.0, help="speaking rate; 2 is twice as fast (default: %(default)s)")
     g.add_argument("--noise-scale", metavar="X", type=_number(float, 0, 2, what="the noise scale"), default=0.5,
@@ -296,7 +298,7 @@ def _say(args, log) -> dict:
     if note: log(note)
     log(f"loading the {'tiny random ' if args.tiny else ''}{version} models on {device}{' (the GPT in int8)' if args.int8 else ''} ...")
     t0 = time.perf_counter()
-    cloner = VoiceCloner.from_paths(paths, device=device, int8=args.int8)
+    cloner = VoiceCloner.from_paths(paths, device=device, int8=args.int8, graph=args.cuda_graph)
     t_load = time.perf_counter() - t0
     kw = dict(top_k=args.top_k, top_p=args.top_p, temperature=args.temperature, repetition_penalty=args.repetition_penalty,
               speed=args.speed, noise_scale=args.noise_scale, seed=args.seed, cut=args.cut, pause=args.pause)

@@ -362,14 +362,16 @@ class VoiceCloner:
                               "SVEncoder.from_file('pretrained_eres2netv2w24s4ep4.ckpt').")
         self._lock = threading.Lock()               # one synthesis at a time: threads may share a cloner safely
         self._silence = None                        # token similarity to silence, for streaming (computed on first use)
+        self.graph = False                          # decode with the fixed-shape step, a CUDA graph on a GPU (chapter 06 section 11)
 
     @property
     def gpt_version(self) -> str: return phone_table(self.version)
 
     @classmethod
-    def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None, int8: bool = False) -> "VoiceCloner":
+    def from_paths(cls, paths: ModelPaths, device="auto", half: bool | None = None, int8: bool = False, graph: bool = False) -> "VoiceCloner":
         """Load a model set from files (official formats), on `device` ('auto': the GPU when there is one). `int8` (CPU only):
-        the GPT's linear layers in int8 (`quantize_int8`, chapter 06), faster decoding with tokens close to float32's."""
+        the GPT's linear layers in int8 (`quantize_int8`, chapter 06), faster decoding with tokens close to float32's. `graph`:
+        the GPT decodes with its fixed-shape step, replayed as a CUDA graph on a GPU (chapter 06 section 11; no gain on a CPU)."""
         dev = get_device(device)
         if int8 and (dev.type != "cpu" or half):
             raise ConfigError(f"int8=True is for decoding on the CPU in float32; this cloner would run on {dev} "
@@ -386,16 +388,18 @@ class VoiceCloner:
             ssl = SSLEncoder.from_pretrained(paths.hubert, device=dev, half=half)
         bert = BertFeaturizer.from_pretrained(paths.bert, device=dev, half=half) if paths.bert is not None else None
         sv = SVEncoder.from_file(paths.sv, device=dev) if (sov.config.is_pro and paths.sv is not None) else None
-        return cls(quantize_int8(gpt) if int8 else gpt, sov, ssl, bert, sv, device=dev)
+        cloner = cls(quantize_int8(gpt) if int8 else gpt, sov, ssl, bert, sv, device=dev)
+        cloner.graph = bool(graph)
+        return cloner
 
     @classmethod
     def from_pretrained(cls, version: str | None = None, local_dir=None, device="auto", half: bool | None = None, int8: bool = False,
-                        **paths) -> "VoiceCloner":
+                        graph: bool = False, **paths) -> "VoiceCloner":
         """The released weights of `version` (from `local_dir`, the HF cache, or the hub), or 'nano' (shipped with the library).
         With no version: DEFAULT_VERSION when available, else nano with a one-line note. Keyword paths override single files."""
         version, note = pick_version(version, local_dir)
         if note: print(note)
-        return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half, int8=int8)
+        return cls.from_paths(model_paths(version, local_dir=local_dir, **paths), device=device, half=half, int8=int8, graph=graph)
 
 
 # %% ../nbs/09_pipeline.ipynb #0e6df549
@@ -455,6 +459,12 @@ def _guide(self: VoiceCloner, call: _Call, tf: TextFeatures) -> ReadingGuide | N
     return ReadingGuide.for_text(self.gpt, len(call.reference.phones), tf.symbols) if call.knobs.get("guided") else None
 
 @patch
+def _steering(self: VoiceCloner, call: _Call, tf: TextFeatures) -> dict:
+    "How the GPT decodes one piece: its reading guide (or None), and the fixed-shape graph step when asked for and no guide holds it."
+    guide = self._guide(call, tf)
+    return {"guide": guide, "graph": self.graph and guide is None}
+
+@patch
 def _decode(self: VoiceCloner, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
     "SoVITS on semantic tokens [T] of one piece: float32 CPU audio [1, S], not normalised; refuses NaN."
     specs = [r.spec.to(self.device, self.sovits.dtype) for r in call.refs]
@@ -477,7 +487,7 @@ def _speak(self: VoiceCloner, call: _Call, batch_size: int = 1, progress: bool =
     for group in _progress(groups, progress):
         tfs = [text_features(p, call.lang, self.gpt_version, self.bert, self.gpt.config.bert_dim) for p in group]
         ins = [self._gpt_inputs(call, tf) for tf in tfs]
-        if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen, guide=self._guide(call, tfs[0]))[0]]
+        if len(group) == 1: tokens = [self.gpt.infer(*ins[0], **k, generator=call.gen, **self._steering(call, tfs[0]))[0]]
         else: tokens = [t[0] for t in self.gpt.infer_batch([i[0] for i in ins], [i[1] for i in ins], ins[0][2], **k, generator=call.gen)]
         for piece, tf, tok in zip(group, tfs, tokens):
             wav = self._decode(call, piece, tf, tok, call.gen)
@@ -657,7 +667,7 @@ def _stream_piece(cloner, call, piece, mode, chunk_tokens, overlap_tokens, silen
     tf = text_features(piece, call.lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim)
     steps = cloner.gpt.decode(*cloner._gpt_inputs(call, tf), top_k=k["top_k"], top_p=k["top_p"], temperature=k["temperature"],
                               repetition_penalty=k["repetition_penalty"], max_new_tokens=k["max_new_tokens"], generator=call.gen,
-                              guide=cloner._guide(call, tf))
+                              **cloner._steering(call, tf))
     toks, start, tail, peak, sent = [], 0, None, 1.0, 0
     for step in steps:
         if not step.eos: toks.append(int(step.token))
@@ -731,8 +741,8 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
     with torch.inference_mode():
         for piece in pieces:
             t0 = clock(); tf = text_features(piece, lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim); t1 = clock()
-            tok = cloner.gpt.infer(*cloner._gpt_inputs(call, tf), **k, use_cache=use_cache, generator=call.gen,
-                                   guide=cloner._guide(call, tf))[0]; t2 = clock()
+            steer = cloner._steering(call, tf) if use_cache else {"guide": cloner._guide(call, tf)}   # no graph without the cache
+            tok = cloner.gpt.infer(*cloner._gpt_inputs(call, tf), **k, use_cache=use_cache, generator=call.gen, **steer)[0]; t2 = clock()
             wavs.append(cloner._decode(call, piece, tf, tok, call.gen)); t3 = clock()
             front, gpt, sov = front + t1 - t0, gpt + t2 - t1, sov + t3 - t2
             tokens.append(tok.cpu())
@@ -740,10 +750,12 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
     wav = torch.cat(wavs, 1)
     return StageTimes(t_ref, front, gpt, sov, sum(len(t) for t in tokens), wav.shape[-1] / call.sr, first), tokens, wav
 
-SPEEDUPS = {"int8": "the GPT's linear layers in int8 (chapter 06; CPU)", "no_cache": "no KV cache: every step reruns the whole sequence"}
+SPEEDUPS = {"int8": "the GPT's linear layers in int8 (chapter 06; CPU)",
+            "graph": "the GPT's fixed-shape step replayed as a CUDA graph (chapter 06 section 11; GPU)",
+            "no_cache": "no KV cache: every step reruns the whole sequence"}
 
 def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None, lang: str = "en",
-                speedups: Sequence[str] = ("int8", "no_cache"), max_new_tokens: int = SAMPLING.max_new_tokens) -> list[dict]:
+                speedups: Sequence[str] = ("int8", "graph", "no_cache"), max_new_tokens: int = SAMPLING.max_new_tokens) -> list[dict]:
     """Time the plain path and each switch of `SPEEDUPS` on the same call (greedy, no noise: deterministic), and say whether
     each gives the plain path's tokens and audio. One row per path: stage seconds, tokens/s, real-time factor, first audio.
     `max_new_tokens` caps each piece (a random model never says EOS: benchmarks set it)."""
@@ -758,8 +770,10 @@ def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
     rows = [row("first call", *cold), row("plain", base, base_tokens, base_wav)]
     for name in speedups:
         if name == "int8" and (cloner.device.type != "cpu" or cloner.gpt.dtype != torch.float32): continue   # CPU float32 only
+        if name == "graph" and cloner.device.type != "cuda": continue                                     # nothing to gain on a CPU
         other = copy.copy(cloner)
         if name == "int8": other.gpt = quantize_int8(cloner.gpt)
+        if name == "graph": other.graph = True
         rows.append(row(name, *stage_times(other, text, ref, ref_text, lang, use_cache=name != "no_cache", **knobs)))
     for r in rows:
         t = r["times"]

@@ -162,6 +162,23 @@ def test_int8_cloner_decodes_on_the_cpu(tmp_path, clip):
     with pytest.raises(ConfigError, match="int8"): VoiceCloner.from_paths(paths, device="cpu", half=True, int8=True)
 
 
+def test_graph_cloner_says_what_the_plain_one_says(tmp_path, clip, monkeypatch):
+    "`graph=True` decodes with the GPT's fixed-shape step (eager on a CPU): the same tokens and audio, streamed too; a guide turns it off."
+    from gpt_sovits_nb import gpt as G
+    paths = make_tiny_models(tmp_path / "tiny", "v2")
+    plain, fast = VoiceCloner.from_paths(paths, device="cpu"), VoiceCloner.from_paths(paths, device="cpu", graph=True)
+    assert fast.graph and not plain.graph
+
+    class Counted(G.StaticStep):
+        made = 0
+        def __init__(self, *a, **k): Counted.made += 1; super().__init__(*a, **k)
+    monkeypatch.setattr(G, "StaticStep", Counted)                 # decode builds its step from the module's name
+    a, b = (speak(c, clip.path, ref_text=clip.text, top_k=3, noise_scale=0.5, seed=4) for c in (plain, fast))
+    assert Counted.made == 1 and torch.equal(a.wav, b.wav) and torch.equal(a.pieces[0]["tokens"], b.pieces[0]["tokens"])
+    chunks = list(fast.stream("Hello there.", "en", ref=clip.path, ref_text=clip.text, top_k=1, noise_scale=0.0, max_new_tokens=20))
+    assert Counted.made == 2 and chunks
+
+
 def test_latency_lab_times_every_stage_and_checks_the_switches(cloner, clip, capsys):
     from gpt_sovits_nb.pipeline import latency_lab, stage_times
     rows = latency_lab(cloner, "Hello there. Bye.", clip.path, clip.text)
