@@ -16,7 +16,7 @@ from .core import ConfigError, AudioError
 from .hub import _cached
 from .audio import resample, check_audio, load_audio, audio_player
 from .text_en import expand_english
-from .corpus import corpus_dir, load_corpus, reference_clip, speakers as corpus_speakers
+from .corpus import corpus_dir, load_corpus, reference_clip, speaker_info, speakers as corpus_speakers
 from .speaker import SVEncoder, cosine, embed_clips, speaker_embedding, speaker_similarity
 from .tokens import align_phones
 from .data import _pocketsphinx_engine, _whisper_engine
@@ -24,10 +24,11 @@ from .pipeline import text_features
 
 # %% auto #0
 __all__ = ['WHISPER_MODEL', 'asr_words', 'align_words', 'word_errors', 'word_error_rate', 'whisper_cached', 'asr_engine',
-           'transcribe_speech', 'skips_and_repeats', 'token_loops', 'speaker_centroids', 'nearest_speaker',
-           'sv_similarity', 'f0_contour', 'f0_stats', 'f0_correlation', 'phone_durations', 'speaking_rate', 'EvalItem',
-           'EvalReport', 'evaluate', 'heldout_requests', 'speak_heldout', 'resynthesize_heldout', 'score_checkpoints',
-           'plot_checkpoint_scores', 'best_checkpoint', 'ab_trials', 'save_rating', 'ab_summary', 'ab_widget']
+           'transcribe_speech', 'skips_and_repeats', 'token_loops', 'speaker_centroids', 'nearest_speaker', 'person_of',
+           'voice_margins', 'sv_similarity', 'f0_contour', 'f0_stats', 'f0_correlation', 'phone_durations',
+           'speaking_rate', 'EvalItem', 'EvalReport', 'evaluate', 'heldout_requests', 'speak_heldout',
+           'resynthesize_heldout', 'score_checkpoints', 'plot_checkpoint_scores', 'best_checkpoint', 'ab_trials',
+           'save_rating', 'ab_summary', 'ab_widget']
 
 # %% ../nbs/12_eval.ipynb #bc8bdcfb
 def asr_words(text: str) -> list[str]:
@@ -143,6 +144,19 @@ def nearest_speaker(wav, sr: int, centroids: dict) -> tuple[str, float, dict]:
     best = max(sims, key=sims.get)
     return best, sims[best], sims
 
+# %% ../nbs/12_eval.ipynb #3d8f1563
+def person_of(speaker: str) -> str:
+    "The real person behind a corpus speaker (speakers.json's `person`: one person may speak through several engines); other names as they are."
+    return (speaker_info().get(speaker) or {}).get("person") or speaker
+
+def voice_margins(clips, centroids: dict) -> list[tuple[str, float]]:
+    "(speaker, similarity to its own centroid minus the best other speaker's) of each corpus clip: above 0, its nearest speaker is right."
+    out = []
+    for c in clips:
+        _, _, sims = nearest_speaker(load_audio(c.path, 16000), 16000, centroids)
+        out.append((c.speaker, sims[c.speaker] - max(v for s, v in sims.items() if s != c.speaker)))
+    return out
+
 # %% ../nbs/12_eval.ipynb #e441cd90
 def sv_similarity(a, b, sr: int, encoder=None) -> float:
     "Cosine similarity of the ERes2NetV2 embeddings (chapter 04) of two waveforms at `sr`; `encoder` defaults to SVEncoder.from_pretrained()."
@@ -208,6 +222,10 @@ class EvalItem:
     def wer(self) -> float: return self.errors / self.words if self.words else float("nan")
     @property
     def right_voice(self) -> bool | None: return None if self.speaker is None or self.nearest is None else self.nearest == self.speaker
+    @property
+    def right_person(self) -> bool | None:
+        "The nearest training speaker is the one asked for or the same person through another engine (`person_of`)."
+        return None if self.right_voice is None else person_of(self.nearest) == person_of(self.speaker)
 
 def _mean(xs) -> float:
     xs = [x for x in xs if x == x]
@@ -221,8 +239,10 @@ class EvalReport:
     def summary(self) -> dict:
         words = sum(i.words for i in self.items)
         voices = [i.right_voice for i in self.items if i.right_voice is not None]
+        persons = [i.right_person for i in self.items if i.right_person is not None]
         return {"outputs": len(self.items), "wer": sum(i.errors for i in self.items) / words if words else float("nan"),
-                "right_voice": float(np.mean(voices)) if voices else float("nan"), "similarity": _mean(i.similarity for i in self.items),
+                "right_voice": float(np.mean(voices)) if voices else float("nan"),
+                "right_person": float(np.mean(persons)) if persons else float("nan"), "similarity": _mean(i.similarity for i in self.items),
                 "f0_corr": _mean(i.f0_corr for i in self.items), "skipped": sum(len(i.skipped) for i in self.items),
                 "repeated": sum(len(i.repeated) for i in self.items), "loops": sum(i.loops for i in self.items), "asr": self.asr}
     def to_json(self, path) -> Path:
@@ -231,7 +251,8 @@ class EvalReport:
         return path
     def _repr_html_(self) -> str:
         s = self.summary()
-        head = (f"<b>{s['outputs']} outputs</b> ({self.asr}): WER <b>{s['wer']:.3f}</b>, right voice <b>{s['right_voice']:.0%}</b>, "
+        head = (f"<b>{s['outputs']} outputs</b> ({self.asr}): WER <b>{s['wer']:.3f}</b>, right voice <b>{s['right_voice']:.0%}</b> "
+                f"(right person {s['right_person']:.0%}), "
                 f"similarity to reference {s['similarity']:.3f}, F0 correlation {s['f0_corr']:.2f}, skipped {s['skipped']}, "
                 f"repeated {s['repeated']}, token loops {s['loops']}")
         cols = ("speaker", "nearest", "wer", "similarity", "f0_hz", "text", "heard")

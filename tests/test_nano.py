@@ -17,6 +17,7 @@ SHIPPED = json.loads((nano_dir() / "quality.json").read_text()) if (nano_dir() /
 HELD = SHIPPED.get("heldout", {})
 MEETS_WER = HELD.get("wer", 1.0) <= WER_BAR                      # intelligible enough, as measured when shipped
 MEETS_VOICE = HELD.get("right_voice", 0.0) == 1.0                # every clone's nearest training speaker is the one asked for
+MEETS_PERSON = HELD.get("right_person", 0.0) == 1.0              # ... or the same person through the other engine
 
 
 def test_shipped_files():
@@ -56,11 +57,19 @@ def test_heldout_word_error_rate(heldout):
 
 
 @pytest.mark.xfail(not MEETS_VOICE, reason="Resemblyzer hears some clones as the same person through the other synthesiser "
-                   "(flite kal16 / festival kal, flite slt / festival slt); MODEL_CARD.md has the measured rate", strict=False)
+                   "(flite kal16 / festival kal, flite slt / festival slt; on the real kal recordings its margin is about 0 and it "
+                   "misses 2 of 36 real recordings too: chapter 12's voice_margins); MODEL_CARD.md has the measured rate", strict=False)
 def test_heldout_voice_is_the_one_asked_for(heldout):
     "In the voice asked for: every clone's nearest training speaker (Resemblyzer) is the one asked for."
     s, detail = heldout
     assert s["right_voice"] == 1.0, (s, detail)
+
+
+@pytest.mark.xfail(not MEETS_PERSON, reason="the shipped nano model gives some clones another person's voice (MODEL_CARD.md)", strict=False)
+def test_heldout_voice_is_the_person_asked_for(heldout):
+    "The right person: every clone's nearest training speaker is the one asked for, or the same person through the other engine."
+    s, detail = heldout
+    assert s["right_person"] == 1.0, (s, detail)
 
 
 def test_offline_default_is_nano(tmp_path):
