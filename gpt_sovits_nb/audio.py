@@ -99,6 +99,7 @@ def audio_header(path) -> tuple[float, int, int] | None:
     if not MIN_SR <= info.samplerate <= MAX_SR: return None
     return info.frames / info.samplerate, int(info.samplerate), int(info.channels)
 
+# %% ../nbs/01_audio.ipynb #4acafbfb
 def load_audio(path, sr: int | None = None, method: str = "sinc", max_seconds: float | None = None) -> torch.Tensor:
     """Load `path` as a mono float32 `[1, S]` tensor resampled to `sr` Hz (None: keep the file's rate); checked for bad audio.
     `max_seconds`: only the first that many seconds."""

@@ -297,6 +297,7 @@ def check_structure(obj, source="checkpoint", max_depth: int = MAX_PICKLE_DEPTH,
         stack.append((node, depth, True))
         stack.extend((c, depth + 1, False) for c in kids(node) if is_box(c) and id(c) not in size)
 
+# %% ../nbs/08_checkpoints.ipynb #8a9dd0f2
 def safe_load(path) -> tuple[Any, CheckpointFile]:
     "Unpickle a torch checkpoint without running code from it: returns (object, CheckpointFile). Raises `CheckpointError`."
     f = sniff_file(path)
@@ -525,6 +526,7 @@ def _check_plain(obj, where="config"):
         raise CheckpointError(f"cannot save {where} = {type(obj).__name__}: a checkpoint's config holds only plain values "
                               "(dicts, lists, strings, numbers), as the official files do.")
 
+# %% ../nbs/08_checkpoints.ipynb #2cf5a057
 def _official(ckpt: dict, drop=()) -> dict:
     "Copy with float16 weights (floating tensors only), `drop`-prefixed keys removed, and a plain-dict config."
     weight = OrderedDict((k, v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
@@ -584,6 +586,7 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
         _warn_webui(model_or_ckpt.config if hasattr(model_or_ckpt, "config") else SoVITSConfig.from_dict(ckpt["config"], version), path)
     return path
 
+# %% ../nbs/08_checkpoints.ipynb #c00bcc97
 SIZE_RULE_KIB = 82978
 "The reference calls an untagged (`PK`) SoVITS file under this many KiB v1 and a bigger one (under 700 MiB) v2."
 

@@ -83,6 +83,7 @@ def _weight_options(s):
     g.add_argument("--device", default="auto", metavar="DEVICE",
                    help="auto (a GPU if there is one), cpu, cuda or cuda:N (default: %(default)s)")
 
+# %% ../nbs/14_cli.ipynb #2ad215bd
 def build_parser() -> argparse.ArgumentParser:
     "The `gsv-nb` argument parser, with the `say`, `info` and `serve` commands."
     from gpt_sovits_nb import __version__
@@ -339,6 +340,7 @@ def _serve(args, log):
     serve(service, token=args.token, log_level="warning" if args.quiet else "info", sock=sock)
     return {}
 
+# %% ../nbs/14_cli.ipynb #a0a23216
 def _print_say(r: dict, log):
     tokens = sum(p["tokens"] for p in r["pieces"])
     log(f"wrote {r['out']}: {r['duration']:.2f} s at {r['sample_rate']} Hz, {len(r['pieces'])} piece(s), {tokens} semantic "

@@ -189,6 +189,7 @@ class SoVITSConfig:
         kw["version"] = version
         return cls(**kw)
 
+# %% ../nbs/00_core.ipynb #04214255
 def _sovits(version, **kw): return SoVITSConfig(version=version, **kw)
 SOVITS_CONFIGS = {
     "v1": _sovits("v1"),

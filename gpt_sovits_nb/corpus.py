@@ -88,6 +88,7 @@ def read_list(path) -> list[ListItem]:
         items.append(_check_fields(fields, where))
     return items
 
+# %% ../nbs/01a_corpus.ipynb #4f4932f4
 def write_list(path, items: Iterable, root=None) -> Path:
     """Write `items` (ListItems, Clips, or (path, speaker, lang, text) tuples) as a list file; returns its path.
     With `root`, paths under it are written relative to it (with `/`)."""
@@ -167,6 +168,7 @@ def speakers(kind: str | None = None) -> list[str]:
     "Speaker names in corpus order; `kind` one of KINDS, or 'real' for recorded + tts (voices of real persons)."
     return _of_kind(kind)
 
+# %% ../nbs/01a_corpus.ipynb #307a0282
 def load_corpus(split: str | None = None, speakers: str | Sequence[str] | None = None, kind: str | None = None,
                 min_duration: float | None = None, max_duration: float | None = None) -> list[Clip]:
     "The corpus clips, optionally only one `split`, some `speakers`, one `kind`, and durations within bounds (s)."

@@ -350,6 +350,7 @@ MIN_MINUTES = 1.0
 def _fmt(v, spec):
     return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
+# %% ../nbs/10_data.ipynb #acfd7082
 @dataclass
 class DatasetReport:
     "The quality of every clip of a data set and the totals (see `quality_report`)."
@@ -586,6 +587,7 @@ def _whisper_engine(model: str, lang: str, device):
         return out["text"].strip()
     return run
 
+# %% ../nbs/10_data.ipynb #7d3be1c3
 def transcribe(audio, engine: str | Callable = "pocketsphinx", lang: str = "en", model: str = "openai/whisper-small",
                device: str = "cpu", progress: bool = False):
     "Transcribe a clip (path or (wav, sr)) or a list of them with pocketsphinx (offline, English), Whisper, or your own `engine(wav16k)`."
@@ -774,6 +776,7 @@ def _ssl_step(ssl) -> FeatureStep:
         return {"ssl": feats[0].float()}
     return FeatureStep("ssl", ("wav32k", "audio"), compute, f"{model_fingerprint(ssl)}/x{HUBERT_INPUT_SCALE}/soxr_hq")
 
+# %% ../nbs/10_data.ipynb #4e85174c
 def _semantic_step(sovits) -> FeatureStep:
     def compute(inp):
         ssl = torch.from_numpy(inp["ssl"]["ssl"])[None].to(_device_of(sovits))
@@ -889,6 +892,7 @@ def extract_features(list_file, out_dir, bert=None, ssl=None, sovits=None, sv=No
     _atomic_write(out / "manifest.json", lambda t: Path(t).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8"))
     return run
 
+# %% ../nbs/10_data.ipynb #fdba467d
 def _extract_clip(e: ListItem, cid: str, order: list[FeatureStep], out: Path) -> dict:
     "Compute (or find cached) every feature of one clip; returns {feature: status}."
     steps = {s.name: s for s in order}

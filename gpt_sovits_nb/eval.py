@@ -231,6 +231,7 @@ def _mean(xs) -> float:
     xs = [x for x in xs if x == x]
     return float(np.mean(xs)) if xs else float("nan")
 
+# %% ../nbs/12_eval.ipynb #4d7dd194
 @dataclass
 class EvalReport:
     "Measurements of a set of outputs: `items`, `summary()`, a table in notebooks, `plot()`, `to_json(path)`."
@@ -274,6 +275,7 @@ class EvalReport:
         b.set_xticks(range(len(spk)), spk, rotation=30, fontsize=7); b.set(ylabel="median F0 (Hz)", title="pitch by voice asked for")
         return fig
 
+# %% ../nbs/12_eval.ipynb #937ef2ca
 def evaluate(outputs: Sequence[dict], asr: str | Callable = "auto", centroids: dict | None = None, prosody: bool = True,
              progress: bool = False) -> EvalReport:
     """Measure outputs: dicts with wav, sr, text, and optionally speaker (asked for), ref_wav + ref_sr (the reference clip),
@@ -357,6 +359,7 @@ def plot_checkpoint_scores(rows: Sequence[dict], title: str = "held-out scores b
     ax.set(xlabel="training step", ylim=(0, 1.05), title=title); ax.legend(fontsize=8)
     return fig
 
+# %% ../nbs/12_eval.ipynb #238116d3
 def best_checkpoint(rows: Sequence[dict]) -> dict:
     "The row with the lowest WER (ties: the more right voices, then the later step)."
     if not rows: raise ConfigError("best_checkpoint: no scores were given.")
@@ -397,6 +400,7 @@ def ab_summary(path) -> dict:
     p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n) if n else 1.0
     return {"trials": len(votes), "wins": wins, "ties": ties, "p_value": p}
 
+# %% ../nbs/12_eval.ipynb #4531e426
 def ab_widget(trials: Sequence[dict], path):
     "Play each trial's two outputs (labelled only A and B), take a vote, save it to `path`, move on; shows the tally at the end."
     import ipywidgets as W

@@ -123,7 +123,7 @@ class Block(nn.Module):
         ff = self.linear2(_dropout(F.relu(self.linear1(x)), p, training))
         return self.norm2(x + _dropout(ff, p, training))
 
-
+# %% ../nbs/06_gpt.ipynb #e0903035
 class Transformer(nn.Module):
     "The stack of layers (`h.layers.<i>` in the checkpoint). Advances the cache by the number of new positions."
     def __init__(self, n_layer: int, dim: int, heads: int, ffn_dim: int):
@@ -248,7 +248,7 @@ def sampling_distribution(logits: torch.Tensor, prev_tokens=None, top_k=None, to
     probs = torch.softmax(logits, dim=-1)
     return probs[0] if squeeze else probs
 
-
+# %% ../nbs/06_gpt.ipynb #15218ee3
 def sample_token(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     "Draw one token per row of `probs` [B, V] by the exponential race argmax(p / q), q ~ Exp(1): LongTensor [B, 1]."
     q = torch.empty_like(probs).exponential_(1.0, generator=generator)
@@ -320,11 +320,10 @@ class Text2SemanticGPT(nn.Module):
         out = self.h(torch.cat([x, y], dim=1), prefix_lm_mask(x.shape[1], y.shape[1], x.device))
         return self.ar_predict_layer(out[:, x.shape[1]:])
 
-
+# %% ../nbs/06_gpt.ipynb #8352274b
 def count_parameters(model: nn.Module) -> int:
     "Number of parameters (works on the meta device too)."
     return sum(p.numel() for p in model.parameters())
-
 
 # %% ../nbs/06_gpt.ipynb #9c8bfb87
 MIN_NEW_TOKENS = 11
@@ -416,7 +415,7 @@ def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
     finally:
         if guide is not None: guide.detach(self)
 
-
+# %% ../nbs/06_gpt.ipynb #a878a2a1
 @patch
 @torch.inference_mode()
 def infer(self: Text2SemanticGPT, phones, bert, prompt=None,
@@ -428,7 +427,6 @@ def infer(self: Text2SemanticGPT, phones, bert, prompt=None,
                              max_new_tokens, min_new_tokens, use_cache, generator, guide, graph))
     tokens = torch.cat([s.token for s in steps], dim=1)
     return tokens[:, :-1] if steps[-1].eos else tokens
-
 
 # %% ../nbs/06_gpt.ipynb #a0341488
 @patch

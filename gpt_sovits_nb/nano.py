@@ -85,6 +85,8 @@ WORDS = dict(num="two three four five six seven eight nine ten eleven twelve twe
              weather="sunny cold windy warm cloudy rainy foggy bright".split(),
              compare="older newer smaller bigger lighter heavier cheaper cleaner".split(),
              taste="sweet sour bitter fresh strange wonderful".split())
+
+# %% ../nbs/11a_nano.ipynb #9bda48b0
 TEMPLATES = [
     "The {adj} {noun} is {prep} the {noun2}.", "{name} {vt_past} the {adj} {noun} {time}.",
     "{name} {vt_past} {a_adj_noun} at {place}.", "Please {vt} the {noun} before {name2} comes home.",
@@ -292,6 +294,7 @@ def _aligned_frames(item) -> tuple[torch.Tensor, torch.Tensor] | None:
     try: return phone_training_pair(load_audio(item[0], NANO_RATE), item[2])
     except TextError: return None
 
+# %% ../nbs/11a_nano.ipynb #631216bc
 def nano_phone_encoder(items: Sequence, out_file=None, steps: int = 1500, seed: int = 0, workers: int = 2, log=None) -> PhoneEncoder:
     """Chapter 05's `PhoneEncoder`, trained on the utterances (path, speaker, text): each one force-aligned by pocketsphinx
     (those it cannot align are left out), then `train_phone_encoder`. Cached in `out_file` (a weights-only torch file)."""
@@ -418,6 +421,7 @@ class NanoTrainConfig:
 # %% ../nbs/11a_nano.ipynb #d8436b8b
 FROZEN = ("ssl_proj.", "quantizer.", "ssl_encoder.")   # the tokenizer inside the SoVITS: not trained with it
 
+# %% ../nbs/11a_nano.ipynb #cddb35ab
 class MelSoVITSTrainer(Trainer):
     "Trains a `MelSoVITS` to predict each clip's mel from its tokens, phones and own voice (L1), resumable like chapter 11's trainers."
     kind = "sovits"
@@ -553,6 +557,7 @@ def nano_alignments(items: Sequence, data: NanoData, encoder: PhoneEncoder, out_
         torch.save({"format": "gpt_sovits_nb.alignments/1", "alignments": out}, out_file)
     return out
 
+# %% ../nbs/11a_nano.ipynb #dfde4b8c
 def recipe_alignments(gcfg: "NanoTrainConfig", items: Sequence, data: NanoData, encoder: PhoneEncoder | None, out_file=None,
                       log=print) -> list[torch.Tensor] | None:
     """The alignments a GPT stage with config `gcfg` needs (None when it does not use them). Without a phone encoder (MFCC

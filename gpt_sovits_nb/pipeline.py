@@ -557,6 +557,7 @@ def _sampling(self: VoiceCloner, top_k, top_p, temperature, repetition_penalty) 
             own.temperature if temperature is None else temperature,
             own.repetition_penalty if repetition_penalty is None else repetition_penalty)
 
+# %% ../nbs/09_pipeline.ipynb #8d20e860
 def _locked(lock: threading.Lock, start):
     "Hold `lock` from the first chunk of the stream `start()` makes until it is exhausted or closed (a client went away)."
     lock.acquire()                 # a plain Lock: the web server may call next() from another thread than the first
@@ -566,7 +567,6 @@ def _locked(lock: threading.Lock, start):
         yield from chunks
     finally:
         lock.release()
-
 
 # %% ../nbs/09_pipeline.ipynb #9aadd9a6
 @patch
@@ -754,6 +754,7 @@ SPEEDUPS = {"int8": "the GPT's linear layers in int8 (chapter 06; CPU)",
             "graph": "the GPT's fixed-shape step replayed as a CUDA graph (chapter 06 section 11; GPU)",
             "no_cache": "no KV cache: every step reruns the whole sequence"}
 
+# %% ../nbs/09_pipeline.ipynb #1b5124fe
 def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None, lang: str = "en",
                 speedups: Sequence[str] = ("int8", "graph", "no_cache"), max_new_tokens: int = SAMPLING.max_new_tokens) -> list[dict]:
     """Time the plain path and each switch of `SPEEDUPS` on the same call (greedy, no noise: deterministic), and say whether
@@ -781,4 +782,3 @@ def latency_lab(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
               f"{t.tokens_per_s:6.1f}/s) | SoVITS {t.sovits:5.2f} s | RTF {t.rtf:5.2f} | first audio {t.first_audio:5.2f} s | "
               f"same tokens: {r['same_tokens']:.0%} of pieces, same audio: {'yes' if r['same_audio'] else 'no'}")
     return rows
-

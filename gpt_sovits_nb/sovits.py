@@ -154,6 +154,7 @@ class MultiHeadAttention(nn.Module):
         b, h, t, d = out.shape
         return self.conv_o(out.transpose(2, 3).reshape(b, h * d, t))
 
+# %% ../nbs/07_sovits.ipynb #725854b0
 class FeedForward(nn.Module):
     "The per-frame MLP of a transformer layer, as two 1-D convolutions (`conv_1`, `conv_2`, 'same' padding) around a ReLU."
     def __init__(self, channels: int, filter_channels: int, kernel_size: int, p_dropout: float = 0.0):
@@ -224,6 +225,7 @@ class StyleAttention(nn.Module):
         out = (F.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(b, t, c)
         return x + self.dropout(self.fc(out))
 
+# %% ../nbs/07_sovits.ipynb #899848b9
 class StyleEncoder(nn.Module):
     "The reference encoder `ref_enc`: spectrogram [B, bins, F] -> style vector ge [B, gin, 1] (a masked time average)."
     def __init__(self, in_bins: int, out_channels: int, hidden: int = 128, kernel_size: int = 5, n_heads: int = 2,
@@ -351,6 +353,7 @@ class CouplingLayer(nn.Module):
         x1 = (x1 - m) * mask if reverse else m + x1 * mask
         return torch.cat([x0, x1], 1)
 
+# %% ../nbs/07_sovits.ipynb #3cbde7ed
 class Flow(nn.Module):
     "Coupling layers with flips between (`flows.0, 2, 4, 6`): z -> z_p forwards, z_p -> z with reverse=True."
     def __init__(self, channels, hidden, kernel_size=5, dilation_rate=1, n_layers=4, n_flows=4, gin_channels=0):
@@ -723,7 +726,7 @@ def from_checkpoint_dict(cls: SoVITS, ckpt: Mapping, version: str, device="cpu",
     model.info, model.source_config = ckpt.get("info"), plain(config)
     return model.to(device).eval()
 
-
+# %% ../nbs/07_sovits.ipynb #6740f1dc
 def _check_fit(weight: Mapping, want: Mapping, version: str, posterior: bool):
     "Raise CheckpointError unless `weight` has every key of `want` ({name: shape}) with its shape, and nothing else."
     fresh = ("enc_q.",) if posterior and not any(k.startswith("enc_q.") for k in weight) else ()
@@ -748,7 +751,6 @@ def to_checkpoint_dict(self: SoVITS, half: bool = True) -> dict:
         weight[k] = v.half() if (half and v.is_floating_point()) else v.clone()
     return {"weight": weight, "config": sovits_config_dict(self.config, self.source_config),
             "info": self.info or "0epoch_0iteration"}
-
 
 # %% ../nbs/07_sovits.ipynb #c0637d24
 @patch

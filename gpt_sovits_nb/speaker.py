@@ -190,6 +190,7 @@ def sv_waveform(wav_or_path, sr: int | None = None) -> torch.Tensor:
     if peak > 1: wav = wav / min(2.0, peak)
     return resample(wav, SR_SOVITS, SV_SR)
 
+# %% ../nbs/04_speaker.ipynb #613fcda9
 class SVEncoder:
     "The v2Pro speaker-verification embedder: 16 kHz waveform -> Kaldi fbank -> ERes2NetV2.forward3 -> sv_emb [B, 20480]."
     def __init__(self, model: ERes2NetV2 | None = None, device="cpu", dtype: torch.dtype = torch.float32):
@@ -473,6 +474,7 @@ def default_pick(clips: Sequence, per_speaker: int = 2, speakers: int = 3) -> tu
         if seen[c.speaker] <= per_speaker: chosen.append(i)
     return tuple(chosen)
 
+# %% ../nbs/04_speaker.ipynb #84fa9742
 def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float = 5.0):
     """Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the
     corpus); two clips of each of three voices start picked (`default_pick`)."""

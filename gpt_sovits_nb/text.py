@@ -238,6 +238,7 @@ def front_end(text: str, lang: str = "auto", version: str = "v2") -> FrontEndRes
     if not result.pieces: raise TextError(f"Nothing to pronounce in {text!r}.")
     return result
 
+# %% ../nbs/02_text.ipynb #10686df5
 def text_table(text: str, lang: str = "auto", version: str = "v2") -> list[dict]:
     "The front end's output for `text` as table rows (see `FrontEndResult.rows`)."
     return front_end(text, lang, version).rows()

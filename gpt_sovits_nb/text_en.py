@@ -81,6 +81,7 @@ def _say_decimal(m: re.Match) -> str:
     whole, frac = m[1].split(".")[:2]
     return whole + " point " + " ".join(frac)
 
+# %% ../nbs/02b_text_en.ipynb #3a4ad540
 def _say_fraction(m: re.Match) -> str:
     num, den = map(int, m[0].split("/"))
     top = _inflect().number_to_words(num)
@@ -196,6 +197,7 @@ def _notice_pypi_once():
 
 _fetch_tried: set = set()
 
+# %% ../nbs/02b_text_en.ipynb #b9518d0e
 def _reachable(host: str, timeout: float = 3.0) -> bool:
     "Whether `host`:443 accepts a connection within `timeout` s, name lookup included (run in a thread, so a slow DNS cannot stall us)."
     import socket, threading
@@ -274,6 +276,7 @@ def _english_dictionary(source: str) -> dict[str, list[str]]:
     for w in SPELLED_ACRONYMS: words.pop(w, None)
     return words
 
+# %% ../nbs/02b_text_en.ipynb #fa21b253
 def english_dictionary() -> dict[str, list[str]]:
     "The pronouncing dictionary in use (word -> ARPAbet phones), loaded once from `english_dict_source()`."
     return _english_dictionary(english_dict_source())

@@ -59,6 +59,7 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
         if bars: hf_logging.enable_progress_bar()
 
+# %% ../nbs/03_text_encoder.ipynb #12880c64
 def load_hf_model(model_cls, path: Path, what: str, device="cpu", half: bool | None = None):
     "Load `model_cls` from the checked folder `path` in float32 (then half on CUDA), in eval mode; refuse missing weights."
     device = get_device(device)
@@ -111,6 +112,7 @@ BERT_HOW_TO_GET = ("Get chinese-roberta-wwm-ext-large (about 650 MB) with `gpt_s
                    "folder chinese-roberta-wwm-ext-large (config.json, tokenizer.json, pytorch_model.bin) from there yourself "
                    "and pass its path.")
 
+# %% ../nbs/03_text_encoder.ipynb #dd0c02ab
 class BertFeaturizer:
     "A BERT-family model folder turned into per-phone features: `features(norm_text, word2ph)` -> [hidden, sum(word2ph)]."
     layer = -3   # the reference's hidden_states[-3:-2]: the third-from-last hidden state

@@ -404,6 +404,7 @@ def _merge_third_tones(words, meeting_only: bool):
             out.append([word, pos])
     return out
 
+# %% ../nbs/02a_text_zh.ipynb #0d6c6d32
 def _merge_er(words):
     out = []
     for i, (word, pos) in enumerate(words):
@@ -472,6 +473,7 @@ def _yi_sandhi(word, finals):
                 elif word[i + 1] not in _SANDHI_PUNCT: finals[i] = _retone(finals[i], "4")
     return finals
 
+# %% ../nbs/02a_text_zh.ipynb #4599423c
 def _neutral_sandhi(word, pos, finals):
     for j in range(1, len(word)):   # reduplicated nouns, verbs, adjectives: 奶奶, 试试
         if word[j] == word[j - 1] and pos[0] in "nva" and word not in NOT_NEUTRAL_WORDS: finals[j] = _neutral(finals[j])

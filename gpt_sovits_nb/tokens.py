@@ -291,6 +291,7 @@ class KMeansTokenizer:
         feats = f"{3 * self.n_mfcc}-d MFCC+Δ+ΔΔ" if self.encoder is None else f"{self.dim} phone probabilities"
         return f"KMeansTokenizer(n_units={self.n_units}, frame_rate={self.frame_rate}, features={feats}, {state})"
 
+# %% ../nbs/05_tokens.ipynb #9ecd4927
 def _load16k(w) -> torch.Tensor:
     "A 16 kHz waveform [1, S] from a tensor (taken as 16 kHz), a path, or anything with a `.path` (a corpus Clip)."
     if torch.is_tensor(w) or isinstance(w, np.ndarray): return _as_wav_batch(w)
@@ -498,7 +499,7 @@ def phone_training_pair(wav16k: torch.Tensor, text: str) -> tuple[torch.Tensor, 
     m = MFCCEncoder().features(wav16k)[0]
     return m, phone_targets(alignment, m.shape[-1])
 
-
+# %% ../nbs/05_tokens.ipynb #fe8648a9
 def train_phone_encoder(examples: Sequence, steps: int = 1500, batch_size: int = 32, crop: int = 128, lr: float = 2e-3,
                         seed: int = 0, log=None, **sizes) -> tuple[PhoneEncoder, dict]:
     """Train a `PhoneEncoder` on (mfcc [3*n_mfcc, F], targets [F]) pairs: cross-entropy at every frame of random `crop`-frame

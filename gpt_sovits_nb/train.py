@@ -291,6 +291,7 @@ def discriminator_periods(version: str) -> tuple:
     "The periods of the period discriminators: 2, 3, 5, 7, 11, plus 17 and 23 for v2Pro/v2ProPlus."
     return (2, 3, 5, 7, 11, 17, 23) if is_pro(check_version(version)) else (2, 3, 5, 7, 11)
 
+# %% ../nbs/11_train.ipynb #9f5cbb19
 class MultiPeriodDiscriminator(nn.Module):
     "A scale discriminator and one period discriminator per period (keys `discriminators.<i>.*`, as the released s2D files)."
     def __init__(self, version: str = "v2", period_channels: Sequence[int] = PERIOD_CHANNELS,
@@ -525,6 +526,7 @@ def _write_manifest(folder, entries: dict):
     tmp.write_text(json.dumps({"format": CKPT_FORMAT, "checkpoints": entries}, indent=1), encoding="utf-8")
     os.replace(tmp, p)
 
+# %% ../nbs/11_train.ipynb #06f4d8ee
 def save_training_checkpoint(state: Mapping, folder, kind: str, step: int, keep_last: int = 2) -> Path:
     """Write `state` atomically as folder/<kind>-<step>.pt, record its SHA-256 in the manifest, and keep the newest `keep_last`
     of the checkpoints the manifest lists (files the trainer did not write are never deleted)."""
@@ -603,6 +605,7 @@ def run_folder_lock(run_dir):
     finally:
         fh.close()
 
+# %% ../nbs/11_train.ipynb #28200f4d
 class Trainer:
     "The loop both trainers share: step counter, loss history, `fit`, checkpoints every `save_every` steps, `resume`."
     kind = "model"
@@ -1021,6 +1024,7 @@ class GPTTrainer(Trainer):
         if self.vocoder is None: return tokens.cpu(), title
         return vocode(self.vocoder, torch.cat([prompt[None].to(tokens.device), tokens], 1), ex["phones"], self.clips[clip]), title
 
+# %% ../nbs/11_train.ipynb #2c5aa23a
 @torch.no_grad()
 def vocode(sovits, tokens: torch.Tensor, phones: torch.Tensor, ref: TrainClip) -> torch.Tensor:
     "Semantic tokens [1, T] -> speech [1, S] at 32 kHz with `sovits`, in the voice of clip `ref` (its spectrogram, and sv for v2Pro)."
