@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     sub = p.add_subparsers(dest="command", metavar="{say,info,serve}", parser_class=_Parser)
 
+    _say_command(sub, common, fmt)
+    _serve_command(sub, common, fmt)
+    _info_command(sub, common, fmt)
+    return p
+
+
+# %% ../nbs/14_cli.ipynb #69de43f5
+def _say_command(sub, common, fmt):
+    "`gsv-nb say`: what to say, whose voice, where to write, which weights; then its sampling and sound knobs (`_say_knobs`)."
     s = sub.add_parser("say", parents=[common], formatter_class=fmt, epilog=EPILOG_SAY,
                        help="speak a text in the voice of a reference clip and write a WAV file",
                        description="Speak TEXT in the voice of a 3-10 s reference clip (zero-shot voice cloning).")
@@ -123,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--force", action="store_true", help="overwrite --out if it exists (never a reference clip)")
     _weight_options(s)
+    _say_knobs(s)
+
+
+# %% ../nbs/14_cli.ipynb #0f604a50
+def _say_knobs(s):
+    "The GPT's sampling knobs and SoVITS's sound and pacing knobs of `gsv-nb say` (None: the model's recommendation)."
     from gpt_sovits_nb.core import SAMPLING                             # the reference's defaults, one place
     g = s.add_argument_group("sampling (the GPT)")
     g.add_argument("--top-k", metavar="K", type=_number(int, 1, what="top-k"), default=None, help=f"sample among the k likeliest tokens (default: the model's; the reference's {SAMPLING.top_k})")
@@ -151,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of silence after each piece (default: %(default)s)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors (and the JSON with --json)")
 
+
+# %% ../nbs/14_cli.ipynb #ebb21948
+def _serve_command(sub, common, fmt):
+    "`gsv-nb serve`: where to listen and what clients may read (chapter 15)."
     v = sub.add_parser("serve", parents=[common], formatter_class=fmt, epilog=EPILOG_SERVE,
                        help="an HTTP server speaking the reference's api_v2 protocol (chapter 15)",
                        description="Serve text-to-speech over HTTP, compatible with GPT-SoVITS's api_v2.py clients.")
@@ -173,12 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests waiting or running; more are answered 503 (default: %(default)s)")
     _weight_options(v)
 
+
+def _info_command(sub, common, fmt):
+    "`gsv-nb info`: the cached released weights, or what given files are."
     i = sub.add_parser("info", parents=[common], formatter_class=fmt, epilog=EPILOG_INFO,
                        help="list the released weights on this machine, or describe weights files",
                        description="Without FILE: which released weights are cached, per version. With FILE(s): what each is.")
     i.add_argument("files", nargs="*", metavar="FILE", help="GPT (.ckpt) / SoVITS (.pth) files or Hugging Face model folders")
     i.add_argument("--local-dir", metavar="DIR", help="a folder holding released files (looked at before the HF cache)")
-    return p
+
 
 # %% ../nbs/14_cli.ipynb #442665ce
 TINY_VERSIONS = ("v1", "v2")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table, add_classes
 from .hub import hub_offline
@@ -382,75 +383,82 @@ class DatasetReport:
             lines.append(f"  {sev:7s} {code:10s} {k} clip{'s' if k > 1 else ''}")
         return "\n".join(lines)
 
-    def rows(self) -> list[dict]:
-        "One plain dict per clip (for CSV/JSON, or `pandas.DataFrame(report.rows())`)."
-        keys = ["path", "duration", "sample_rate", "channels", "peak_db", "rms_db", "loudness_db", "clipping", "silence",
-                "snr_db", "snr_method", "speech_detector", "text"]
-        return [{**{k: getattr(c, k) for k in keys}, "usable": c.usable, "errors": c.reasons("error"),
-                 "warnings": c.reasons("warning")} for c in self.clips]
+# %% ../nbs/10_data.ipynb #fc317c3b
+@patch
+def rows(self: DatasetReport) -> list[dict]:
+    "One plain dict per clip (for CSV/JSON, or `pandas.DataFrame(report.rows())`)."
+    keys = ["path", "duration", "sample_rate", "channels", "peak_db", "rms_db", "loudness_db", "clipping", "silence",
+            "snr_db", "snr_method", "speech_detector", "text"]
+    return [{**{k: getattr(c, k) for k in keys}, "usable": c.usable, "errors": c.reasons("error"),
+             "warnings": c.reasons("warning")} for c in self.clips]
 
-    def to_csv(self, path) -> Path:
-        import csv
-        rows, path = self.rows(), Path(path)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"]); w.writeheader(); w.writerows(rows)
-        return path
+@patch
+def to_csv(self: DatasetReport, path) -> Path:
+    import csv
+    rows, path = self.rows(), Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"]); w.writeheader(); w.writerows(rows)
+    return path
 
-    def to_json(self, path) -> Path:
-        clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v
-        rows = [{k: clean(v) for k, v in r.items()} for r in self.rows()]
-        Path(path).write_text(json.dumps({"summary": self.summary(), "usable_minutes": self.usable_minutes,
-                                          "enough": self.enough, "clips": rows}, indent=1, ensure_ascii=False), encoding="utf-8")
-        return Path(path)
+@patch
+def to_json(self: DatasetReport, path) -> Path:
+    clean = lambda v: None if isinstance(v, float) and not np.isfinite(v) else v
+    rows = [{k: clean(v) for k, v in r.items()} for r in self.rows()]
+    Path(path).write_text(json.dumps({"summary": self.summary(), "usable_minutes": self.usable_minutes,
+                                      "enough": self.enough, "clips": rows}, indent=1, ensure_ascii=False), encoding="utf-8")
+    return Path(path)
 
-    def _repr_html_(self) -> str:
-        head = ["clip", "s", "source", "peak dBFS", "loudness dB", "clipped %", "silence %", "SNR dB", "verdict"]
-        out = [f"<pre>{html.escape(self.summary())}</pre>", "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
-        for c in self.clips:
-            color = "#fdd" if not c.usable else ("#ffd" if c.problems else "#dfd")
-            verdict = ("excluded: " + c.reasons("error")) if not c.usable else (c.reasons("warning") or "ok")
-            src = f"{c.sample_rate / 1000:g} kHz, {c.channels} ch" if c.sample_rate else ""
-            cells = [c.name, _fmt(c.duration, ".2f"), src, _fmt(c.peak_db, ".1f"), _fmt(c.loudness_db, ".1f"),
-                     _fmt(100 * c.clipping, ".2f") if np.isfinite(c.clipping) else "", _fmt(100 * c.silence, ".0f") if np.isfinite(c.silence) else "",
-                     _fmt(c.snr_db, ".0f"), verdict]
-            out.append(f'<tr style="background:{color}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
-        return "\n".join(out) + "</table>"
+@patch
+def _repr_html_(self: DatasetReport) -> str:
+    head = ["clip", "s", "source", "peak dBFS", "loudness dB", "clipped %", "silence %", "SNR dB", "verdict"]
+    out = [f"<pre>{html.escape(self.summary())}</pre>", "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    for c in self.clips:
+        color = "#fdd" if not c.usable else ("#ffd" if c.problems else "#dfd")
+        verdict = ("excluded: " + c.reasons("error")) if not c.usable else (c.reasons("warning") or "ok")
+        src = f"{c.sample_rate / 1000:g} kHz, {c.channels} ch" if c.sample_rate else ""
+        cells = [c.name, _fmt(c.duration, ".2f"), src, _fmt(c.peak_db, ".1f"), _fmt(c.loudness_db, ".1f"),
+                 _fmt(100 * c.clipping, ".2f") if np.isfinite(c.clipping) else "", _fmt(100 * c.silence, ".0f") if np.isfinite(c.silence) else "",
+                 _fmt(c.snr_db, ".0f"), verdict]
+        out.append(f'<tr style="background:{color}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
+    return "\n".join(out) + "</table>"
 
-    def plot(self):
-        "Four charts: durations, SNR per clip, clipping per clip, silence per clip (red: excluded, green: usable)."
-        from matplotlib.figure import Figure
-        L = QUALITY_LIMITS
-        fig = Figure(figsize=(11, 6.5), layout="constrained")
-        axs = fig.subplots(2, 2)
-        idx = np.arange(len(self.clips))
-        col = ["tab:green" if c.usable else "tab:red" for c in self.clips]
-        val = lambda k, s=1: np.array([getattr(c, k) * s if np.isfinite(getattr(c, k)) else 0.0 for c in self.clips])
-        d_ok = [c.duration for c in self.usable]
-        d_bad = [c.duration for c in self.excluded if np.isfinite(c.duration)]
-        axs[0, 0].hist([d_ok, d_bad], bins=max(5, min(30, len(self.clips))), stacked=True, color=["tab:green", "tab:red"],
-                       label=["usable", "excluded"])
-        axs[0, 0].legend()
-        for v in (L["min_seconds"], L["long_seconds"]): axs[0, 0].axvline(v, color="0.4", ls="--")
-        axs[0, 0].set(xlabel="clip duration (s)", ylabel="number of clips", title=f"durations: {self.usable_minutes:.2f} min usable")
-        axs[0, 1].bar(idx, val("snr_db"), color=col)
-        axs[0, 1].axhline(L["snr_error"], color="tab:red", ls="--"); axs[0, 1].axhline(L["snr_warn"], color="tab:orange", ls="--")
-        axs[0, 1].set(xlabel="clip number", ylabel="estimated SNR (dB)", title="signal-to-noise ratio")
-        axs[1, 0].bar(idx, val("clipping", 100), color=col)
-        axs[1, 0].axhline(100 * L["clip_error"], color="tab:red", ls="--")
-        axs[1, 0].set(xlabel="clip number", ylabel="clipped samples (%)", title="clipping")
-        axs[1, 1].bar(idx, val("silence", 100), color=col)
-        axs[1, 1].axhline(100 * L["silence_warn"], color="tab:orange", ls="--")
-        axs[1, 1].set(xlabel="clip number", ylabel="silence (% of the clip)", title="silence")
-        return fig
+@patch
+def plot(self: DatasetReport):
+    "Four charts: durations, SNR per clip, clipping per clip, silence per clip (red: excluded, green: usable)."
+    from matplotlib.figure import Figure
+    L = QUALITY_LIMITS
+    fig = Figure(figsize=(11, 6.5), layout="constrained")
+    axs = fig.subplots(2, 2)
+    idx = np.arange(len(self.clips))
+    col = ["tab:green" if c.usable else "tab:red" for c in self.clips]
+    val = lambda k, s=1: np.array([getattr(c, k) * s if np.isfinite(getattr(c, k)) else 0.0 for c in self.clips])
+    d_ok = [c.duration for c in self.usable]
+    d_bad = [c.duration for c in self.excluded if np.isfinite(c.duration)]
+    axs[0, 0].hist([d_ok, d_bad], bins=max(5, min(30, len(self.clips))), stacked=True, color=["tab:green", "tab:red"],
+                   label=["usable", "excluded"])
+    axs[0, 0].legend()
+    for v in (L["min_seconds"], L["long_seconds"]): axs[0, 0].axvline(v, color="0.4", ls="--")
+    axs[0, 0].set(xlabel="clip duration (s)", ylabel="number of clips", title=f"durations: {self.usable_minutes:.2f} min usable")
+    axs[0, 1].bar(idx, val("snr_db"), color=col)
+    axs[0, 1].axhline(L["snr_error"], color="tab:red", ls="--"); axs[0, 1].axhline(L["snr_warn"], color="tab:orange", ls="--")
+    axs[0, 1].set(xlabel="clip number", ylabel="estimated SNR (dB)", title="signal-to-noise ratio")
+    axs[1, 0].bar(idx, val("clipping", 100), color=col)
+    axs[1, 0].axhline(100 * L["clip_error"], color="tab:red", ls="--")
+    axs[1, 0].set(xlabel="clip number", ylabel="clipped samples (%)", title="clipping")
+    axs[1, 1].bar(idx, val("silence", 100), color=col)
+    axs[1, 1].axhline(100 * L["silence_warn"], color="tab:orange", ls="--")
+    axs[1, 1].set(xlabel="clip number", ylabel="silence (% of the clip)", title="silence")
+    return fig
 
-    def write_list(self, path, speaker: str | None = None, lang: str | None = None) -> Path:
-        "Write the training list file (`path|speaker|lang|text`) of the usable clips only; clips without a transcript are refused."
-        missing = [c.name for c in self.usable if not (c.text or "").strip()]
-        if missing:
-            raise TextError(f"{len(missing)} usable clips have no transcript ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). "
-                            "Run the report on a list file with transcripts, or use transcript_editor() / transcribe() first.")
-        items = [ListItem(c.path, c.speaker or speaker or "speaker", c.lang or lang or "en", c.text) for c in self.usable]
-        return save_list(path, items)
+@patch
+def write_list(self: DatasetReport, path, speaker: str | None = None, lang: str | None = None) -> Path:
+    "Write the training list file (`path|speaker|lang|text`) of the usable clips only; clips without a transcript are refused."
+    missing = [c.name for c in self.usable if not (c.text or "").strip()]
+    if missing:
+        raise TextError(f"{len(missing)} usable clips have no transcript ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}). "
+                        "Run the report on a list file with transcripts, or use transcript_editor() / transcribe() first.")
+    items = [ListItem(c.path, c.speaker or speaker or "speaker", c.lang or lang or "en", c.text) for c in self.usable]
+    return save_list(path, items)
 
 # %% ../nbs/10_data.ipynb #9d41725a
 def load_list(path) -> list[ListItem]:

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .core import ConfigError, GSVError, TextError, GPTConfig, SoVITSConfig, GPT_CONFIGS, SOVITS_CONFIGS, NANO, get_device, SAMPLING, SAMPLING_KNOBS
 from .audio import load_audio, resample
@@ -462,26 +463,30 @@ class MelSoVITSTrainer(Trainer):
         self.sched.step()
         return {"loss/mel": loss.item(), "grad_norm": gn, "lr": lr, "epoch": self.stream.epoch}
 
-    def _state(self) -> dict:
-        return {"model": plain_state_dict(self.model), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "stream": self.stream.state_dict(), "model_config": plain(asdict(self.model.config))}
+# %% ../nbs/11a_nano.ipynb #5f7db929
+@patch
+def _state(self: MelSoVITSTrainer) -> dict:
+    return {"model": plain_state_dict(self.model), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
+            "stream": self.stream.state_dict(), "model_config": plain(asdict(self.model.config))}
 
-    def _load_state(self, d):
-        if d.get("model_config") != plain(asdict(self.model.config)):
-            raise ConfigError("This checkpoint was made for another nano SoVITS (size or tokenizer): use the same model, or a new run_dir.")
-        self.model.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
-        self.stream.load_state_dict(d["stream"])
+@patch
+def _load_state(self: MelSoVITSTrainer, d):
+    if d.get("model_config") != plain(asdict(self.model.config)):
+        raise ConfigError("This checkpoint was made for another nano SoVITS (size or tokenizer): use the same model, or a new run_dir.")
+    self.model.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
+    self.stream.load_state_dict(d["stream"])
 
-    @torch.no_grad()
-    def sample(self, clip: int = 0):
-        "Clip `clip` resynthesised from its own tokens and phones, in its own voice -> (wav [1, S] at 22.05 kHz, title)."
-        was = self.model.training
-        self.model.eval()
-        try:
-            b = mel_batch(self.data, [clip])
-            wav = self.model.decode(b["codes"].to(self.device), b["phones"].to(self.device), b["mel"].to(self.device))
-        finally: self.model.train(was)
-        return wav[0].float().cpu(), f"SoVITS after {self.step} steps: {self.data.texts[clip]!r} from its own tokens"
+@patch
+@torch.no_grad()
+def sample(self: MelSoVITSTrainer, clip: int = 0):
+    "Clip `clip` resynthesised from its own tokens and phones, in its own voice -> (wav [1, S] at 22.05 kHz, title)."
+    was = self.model.training
+    self.model.eval()
+    try:
+        b = mel_batch(self.data, [clip])
+        wav = self.model.decode(b["codes"].to(self.device), b["phones"].to(self.device), b["mel"].to(self.device))
+    finally: self.model.train(was)
+    return wav[0].float().cpu(), f"SoVITS after {self.step} steps: {self.data.texts[clip]!r} from its own tokens"
 
 # %% ../nbs/11a_nano.ipynb #68ec7d7b
 def gpt_plan(data: NanoData, batch_size: int, pair_share: float, epoch: int = 0, seed: int = 0) -> list[list[tuple[int, int]]]:
@@ -670,34 +675,38 @@ class NanoGPTTrainer(Trainer):
         return {"loss/token": token_loss.item(), "top3_acc": out["top3_acc"].item(), "grad_norm": gn, "lr": lr,
                 "epoch": self.stream.epoch, **extra}
 
-    def _state(self) -> dict:
-        return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
+# %% ../nbs/11a_nano.ipynb #04012db1
+@patch
+def _state(self: NanoGPTTrainer) -> dict:
+    return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
+            "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
 
-    def _load_state(self, d):
-        if d.get("model_config") != plain(asdict(self.gpt.config)):
-            raise ConfigError("This checkpoint was made for another nano GPT (size or vocabulary): use the same model, or a new run_dir.")
-        self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
-        self.stream.load_state_dict(d["stream"])
+@patch
+def _load_state(self: NanoGPTTrainer, d):
+    if d.get("model_config") != plain(asdict(self.gpt.config)):
+        raise ConfigError("This checkpoint was made for another nano GPT (size or vocabulary): use the same model, or a new run_dir.")
+    self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
+    self.stream.load_state_dict(d["stream"])
 
-    @torch.no_grad()
-    def sample(self, clip: int = 0, prompt_tokens: int = 50):
-        "Continue clip `clip` from its first tokens (and say it with `vocoder`, a trained MelSoVITS, if given) -> (tokens or wav, title)."
-        phones, tokens = self.data.phones[clip].long(), self.data.tokens[clip].long()
-        prompt = tokens[: min(prompt_tokens, len(tokens) // 2)]
-        was = self.gpt.training
-        self.gpt.eval()
-        try:
-            g = torch.Generator(device=self.device).manual_seed(0)
-            new = self.gpt.infer(phones[None], torch.zeros(1, self.gpt.config.bert_dim, len(phones)), prompt[None],
-                                 max_new_tokens=25 * 20, generator=g)
-        finally: self.gpt.train(was)
-        title = f"GPT after {self.step} steps: {self.data.texts[clip]!r}, {new.shape[-1]} tokens after a {len(prompt)}-token prompt"
-        if self.vocoder is None: return new.cpu(), title
-        codes = torch.cat([prompt[None].to(new.device), new], 1)[None]
-        wav = self.vocoder.decode(codes.to(self.vocoder.device), phones[None].to(self.vocoder.device),
-                                  self.data.mels[clip].float()[None].to(self.vocoder.device))
-        return wav[0].float().cpu(), title
+@patch
+@torch.no_grad()
+def sample(self: NanoGPTTrainer, clip: int = 0, prompt_tokens: int = 50):
+    "Continue clip `clip` from its first tokens (and say it with `vocoder`, a trained MelSoVITS, if given) -> (tokens or wav, title)."
+    phones, tokens = self.data.phones[clip].long(), self.data.tokens[clip].long()
+    prompt = tokens[: min(prompt_tokens, len(tokens) // 2)]
+    was = self.gpt.training
+    self.gpt.eval()
+    try:
+        g = torch.Generator(device=self.device).manual_seed(0)
+        new = self.gpt.infer(phones[None], torch.zeros(1, self.gpt.config.bert_dim, len(phones)), prompt[None],
+                             max_new_tokens=25 * 20, generator=g)
+    finally: self.gpt.train(was)
+    title = f"GPT after {self.step} steps: {self.data.texts[clip]!r}, {new.shape[-1]} tokens after a {len(prompt)}-token prompt"
+    if self.vocoder is None: return new.cpu(), title
+    codes = torch.cat([prompt[None].to(new.device), new], 1)[None]
+    wav = self.vocoder.decode(codes.to(self.vocoder.device), phones[None].to(self.vocoder.device),
+                              self.data.mels[clip].float()[None].to(self.vocoder.device))
+    return wav[0].float().cpu(), title
 
 # %% ../nbs/11a_nano.ipynb #03eda165
 NANO_GPT_FILE, NANO_SOVITS_FILE = "nano_gpt.ckpt", "nano_sovits.pth"

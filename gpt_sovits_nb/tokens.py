@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastcore.basics import patch
+
 from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError
 from .hub import pretrained_weights
 from .audio import check_audio, load_audio, resample
@@ -245,47 +247,6 @@ class KMeansTokenizer:
         if not self.is_fitted:
             raise ConfigError("This KMeansTokenizer has not been fitted: call .fit(wavs) or KMeansTokenizer.load(path) first.")
 
-    def save(self, path) -> Path:
-        "Write the tokenizer to a `.npz` file (arrays and a JSON config; no pickle)."
-        self._check_fitted()
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        config = dict(kind="gpt_sovits_nb.KMeansTokenizer", version=1, n_units=self.n_units, frame_rate=self.frame_rate,
-                      n_mfcc=self.n_mfcc, seed=self.seed, sample_rate=SSL_SR, hop=SSL_HOP, win=SSL_WIN)
-        weights = {}
-        if self.encoder is not None:                     # the phone encoder's config and weights travel with the units
-            config["encoder"] = self.encoder.config()
-            weights = {"encoder." + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
-        with open(path, "wb") as f:
-            np.savez(f, centroids=self.centroids.numpy(), scale=self.scale.numpy(), history=np.asarray(self.history),
-                     config=np.asarray(json.dumps(config)), **weights)
-        return path
-
-    @classmethod
-    def load(cls, path) -> "KMeansTokenizer":
-        "Read a tokenizer written by `save` (numpy without pickles)."
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsNotFoundError(f"'{path}': no such tokenizer file. Fit one with KMeansTokenizer(...).fit(wavs) and save it.")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                config = json.loads(str(z["config"]))
-                centroids, scale, history = (torch.from_numpy(z[k].copy()) for k in ("centroids", "scale", "history"))
-                weights = {k[len("encoder."):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("encoder.")}
-            encoder = None
-            if "encoder" in config:
-                encoder = PhoneEncoder(**config["encoder"])
-                encoder.load_state_dict(weights)
-                encoder.eval()
-        except Exception as e:
-            raise CheckpointError(f"'{path}' is not a KMeansTokenizer file ({type(e).__name__}: {str(e)[:200]}).") from None
-        dim = 3 * config["n_mfcc"] if encoder is None else encoder.hidden
-        if config.get("kind") != "gpt_sovits_nb.KMeansTokenizer" or centroids.shape != (config["n_units"], dim):
-            raise CheckpointError(f"'{path}' is not a KMeansTokenizer file (or it is damaged): kind {config.get('kind')!r}, "
-                                  f"centroids {tuple(centroids.shape)}.")
-        tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0), encoder)
-        tok.centroids, tok.scale, tok.history = centroids.float(), scale.float(), history.tolist()
-        return tok
-
     def __repr__(self):
         state = "fitted" if self.is_fitted else "not fitted"
         feats = f"{3 * self.n_mfcc}-d MFCC+Δ+ΔΔ" if self.encoder is None else f"{self.dim} phone probabilities"
@@ -296,6 +257,50 @@ def _load16k(w) -> torch.Tensor:
     "A 16 kHz waveform [1, S] from a tensor (taken as 16 kHz), a path, or anything with a `.path` (a corpus Clip)."
     if torch.is_tensor(w) or isinstance(w, np.ndarray): return _as_wav_batch(w)
     return load_audio(getattr(w, "path", w), SSL_SR)
+
+# %% ../nbs/05_tokens.ipynb #623fbcb9
+@patch
+def save(self: KMeansTokenizer, path) -> Path:
+    "Write the tokenizer to a `.npz` file (arrays and a JSON config; no pickle)."
+    self._check_fitted()
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    config = dict(kind="gpt_sovits_nb.KMeansTokenizer", version=1, n_units=self.n_units, frame_rate=self.frame_rate,
+                  n_mfcc=self.n_mfcc, seed=self.seed, sample_rate=SSL_SR, hop=SSL_HOP, win=SSL_WIN)
+    weights = {}
+    if self.encoder is not None:                     # the phone encoder's config and weights travel with the units
+        config["encoder"] = self.encoder.config()
+        weights = {"encoder." + k: v.detach().cpu().numpy() for k, v in self.encoder.state_dict().items()}
+    with open(path, "wb") as f:
+        np.savez(f, centroids=self.centroids.numpy(), scale=self.scale.numpy(), history=np.asarray(self.history),
+                 config=np.asarray(json.dumps(config)), **weights)
+    return path
+
+@patch(cls_method=True)
+def load(cls: KMeansTokenizer, path) -> "KMeansTokenizer":
+    "Read a tokenizer written by `save` (numpy without pickles)."
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"'{path}': no such tokenizer file. Fit one with KMeansTokenizer(...).fit(wavs) and save it.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            config = json.loads(str(z["config"]))
+            centroids, scale, history = (torch.from_numpy(z[k].copy()) for k in ("centroids", "scale", "history"))
+            weights = {k[len("encoder."):]: torch.from_numpy(z[k].copy()) for k in z.files if k.startswith("encoder.")}
+        encoder = None
+        if "encoder" in config:
+            encoder = PhoneEncoder(**config["encoder"])
+            encoder.load_state_dict(weights)
+            encoder.eval()
+    except Exception as e:
+        raise CheckpointError(f"'{path}' is not a KMeansTokenizer file ({type(e).__name__}: {str(e)[:200]}).") from None
+    dim = 3 * config["n_mfcc"] if encoder is None else encoder.hidden
+    if config.get("kind") != "gpt_sovits_nb.KMeansTokenizer" or centroids.shape != (config["n_units"], dim):
+        raise CheckpointError(f"'{path}' is not a KMeansTokenizer file (or it is damaged): kind {config.get('kind')!r}, "
+                              f"centroids {tuple(centroids.shape)}.")
+    tok = cls(config["n_units"], config["frame_rate"], config["n_mfcc"], config.get("seed", 0), encoder)
+    tok.centroids, tok.scale, tok.history = centroids.float(), scale.float(), history.tolist()
+    return tok
+
 
 # %% ../nbs/05_tokens.ipynb #ff207523
 class MFCCEncoder:

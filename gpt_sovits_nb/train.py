@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastcore.basics import patch
+
 from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro, plain,
                                 seed_everything)
 from .hub import HF_REPO, hub_file
@@ -630,30 +632,6 @@ class Trainer:
             col += [float("nan")] * (len(self.history["step"]) - 1 - len(col))
             col.append(float(v))
 
-    def state_dict(self) -> dict:
-        "Everything a resumed run needs, as tensors and plain containers."
-        return {"step": self.step, "seconds": self.seconds, "history": self.history, "rng": rng_state(),
-                "train_config": plain(asdict(self.config)), **self._state()}
-
-    def load_state_dict(self, d: Mapping):
-        self._load_state(d)
-        self.step, self.seconds = int(d["step"]), float(d.get("seconds", 0.0))
-        self.history = {k: list(v) for k, v in d["history"].items()}
-        set_rng_state(d["rng"])
-
-    def save(self) -> Path:
-        "Write a training checkpoint now (atomically), keeping the newest `config.keep_last`."
-        return save_training_checkpoint(self.state_dict(), self.ckpt_dir, self.kind, self.step, self.config.keep_last)
-
-    def resume(self) -> int:
-        "Continue from the newest readable checkpoint in run_dir/checkpoints, if any; returns the step reached (0: a fresh start)."
-        with run_folder_lock(self.run_dir): found = latest_checkpoint(self.ckpt_dir, self.kind)
-        if found is None: return 0
-        self.resumed_from, state = found
-        self.load_state_dict(state)
-        self._started = True                            # the generators continue from the checkpoint's states
-        return self.step
-
     def fit(self, steps: int, view=None, sample_every: int = 0) -> dict:
         "Train until `steps` steps in total; checkpoint every `config.save_every` steps and at the end. Returns the history."
         with run_folder_lock(self.run_dir):
@@ -689,6 +667,35 @@ class Trainer:
         if self.step > start and not (every and self.step % every == 0): self.save()
         if view is not None: view.update(self, force=True)
         return self.history
+
+# %% ../nbs/11_train.ipynb #2369bf45
+@patch
+def state_dict(self: Trainer) -> dict:
+    "Everything a resumed run needs, as tensors and plain containers."
+    return {"step": self.step, "seconds": self.seconds, "history": self.history, "rng": rng_state(),
+            "train_config": plain(asdict(self.config)), **self._state()}
+
+@patch
+def load_state_dict(self: Trainer, d: Mapping):
+    self._load_state(d)
+    self.step, self.seconds = int(d["step"]), float(d.get("seconds", 0.0))
+    self.history = {k: list(v) for k, v in d["history"].items()}
+    set_rng_state(d["rng"])
+
+@patch
+def save(self: Trainer) -> Path:
+    "Write a training checkpoint now (atomically), keeping the newest `config.keep_last`."
+    return save_training_checkpoint(self.state_dict(), self.ckpt_dir, self.kind, self.step, self.config.keep_last)
+
+@patch
+def resume(self: Trainer) -> int:
+    "Continue from the newest readable checkpoint in run_dir/checkpoints, if any; returns the step reached (0: a fresh start)."
+    with run_folder_lock(self.run_dir): found = latest_checkpoint(self.ckpt_dir, self.kind)
+    if found is None: return 0
+    self.resumed_from, state = found
+    self.load_state_dict(state)
+    self._started = True                            # the generators continue from the checkpoint's states
+    return self.step
 
 # %% ../nbs/11_train.ipynb #8c45a9d2
 class SoVITSTrainer(Trainer):
@@ -757,37 +764,41 @@ class SoVITSTrainer(Trainer):
                 "loss/mel": L["mel"].item(), "loss/kl": L["kl"].item(), "loss/commit": float(L["commit"]),
                 "grad_norm/g": gn_g, "grad_norm/d": gn_d, "lr": self.optim_g.param_groups[0]["lr"], "epoch": self.stream.epoch}
 
-    def _state(self) -> dict:
-        return {"model": plain_state_dict(self.model), "disc": plain_state_dict(self.disc), "optim_g": self.optim_g.state_dict(),
-                "optim_d": self.optim_d.state_dict(), "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
-                "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "version": self.model.version,
-                "model_config": plain(asdict(self.model.config))}
+# %% ../nbs/11_train.ipynb #955f3235
+@patch
+def _state(self: SoVITSTrainer) -> dict:
+    return {"model": plain_state_dict(self.model), "disc": plain_state_dict(self.disc), "optim_g": self.optim_g.state_dict(),
+            "optim_d": self.optim_d.state_dict(), "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "version": self.model.version,
+            "model_config": plain(asdict(self.model.config))}
 
-    def _load_state(self, d: Mapping):
-        if d.get("model_config") != plain(asdict(self.model.config)):
-            raise ConfigError("This checkpoint was made for another SoVITS (version or size): build the trainer from the same "
-                              "model, or use a new run_dir.")
-        self.model.load_state_dict(d["model"]); self.disc.load_state_dict(d["disc"])
-        self.optim_g.load_state_dict(d["optim_g"]); self.optim_d.load_state_dict(d["optim_d"])
-        self.sched_g.load_state_dict(d["sched_g"]); self.sched_d.load_state_dict(d["sched_d"])
-        if d.get("scaler"): self.scaler.load_state_dict(d["scaler"])
-        self.stream.load_state_dict(d["stream"])
+@patch
+def _load_state(self: SoVITSTrainer, d: Mapping):
+    if d.get("model_config") != plain(asdict(self.model.config)):
+        raise ConfigError("This checkpoint was made for another SoVITS (version or size): build the trainer from the same "
+                          "model, or use a new run_dir.")
+    self.model.load_state_dict(d["model"]); self.disc.load_state_dict(d["disc"])
+    self.optim_g.load_state_dict(d["optim_g"]); self.optim_d.load_state_dict(d["optim_d"])
+    self.sched_g.load_state_dict(d["sched_g"]); self.sched_d.load_state_dict(d["sched_d"])
+    if d.get("scaler"): self.scaler.load_state_dict(d["scaler"])
+    self.stream.load_state_dict(d["stream"])
 
-    @torch.no_grad()
-    def sample(self, clip: int = 0, noise_scale: float = 0.5):
-        "Resynthesise training clip `clip` from its own tokens, phones and spectrogram -> (wav [1, S] at 32 kHz, title)."
-        ex = sovits_example(self.clips[clip], self.pro)
-        m, was = self.model, self.model.training
-        m.eval()
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):   # leave training's RNG alone
-            torch.manual_seed(0)
-            try:
-                codes = m.extract_latent(ex["ssl"][None].to(self.device))
-                wav = m.decode(codes, ex["phones"][None], ex["spec"][None], noise_scale=noise_scale,
-                               sv_emb=ex["sv"][None] if self.pro else None)
-            finally:
-                m.train(was)
-        return wav[0].float().cpu(), f"SoVITS after {self.step} steps: {self.clips[clip].id} resynthesised"
+@patch
+@torch.no_grad()
+def sample(self: SoVITSTrainer, clip: int = 0, noise_scale: float = 0.5):
+    "Resynthesise training clip `clip` from its own tokens, phones and spectrogram -> (wav [1, S] at 32 kHz, title)."
+    ex = sovits_example(self.clips[clip], self.pro)
+    m, was = self.model, self.model.training
+    m.eval()
+    with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):   # leave training's RNG alone
+        torch.manual_seed(0)
+        try:
+            codes = m.extract_latent(ex["ssl"][None].to(self.device))
+            wav = m.decode(codes, ex["phones"][None], ex["spec"][None], noise_scale=noise_scale,
+                           sv_emb=ex["sv"][None] if self.pro else None)
+        finally:
+            m.train(was)
+    return wav[0].float().cpu(), f"SoVITS after {self.step} steps: {self.clips[clip].id} resynthesised"
 
 # %% ../nbs/11_train.ipynb #0aef9161
 LOSS_PANELS = {"sovits": [("mel L1 (x45)", ["loss/mel"]), ("KL", ["loss/kl"]), ("adversarial", ["loss/d", "loss/gen", "loss/fm"])],
@@ -996,33 +1007,37 @@ class GPTTrainer(Trainer):
         self.sched.step()
         return {"loss/sum": total, "loss/token": total / max(n, 1), "top3_acc": acc, "grad_norm": gn, "lr": lr, "epoch": self.stream.epoch}
 
-    def _state(self) -> dict:
-        return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-                "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
+# %% ../nbs/11_train.ipynb #a8ce872e
+@patch
+def _state(self: GPTTrainer) -> dict:
+    return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(), "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
 
-    def _load_state(self, d: Mapping):
-        if d.get("model_config") != plain(asdict(self.gpt.config)):
-            raise ConfigError("This checkpoint was made for another GPT (size or phone table): build the trainer from the same model, or use a new run_dir.")
-        self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
-        if d.get("scaler"): self.scaler.load_state_dict(d["scaler"])
-        self.stream.load_state_dict(d["stream"])
+@patch
+def _load_state(self: GPTTrainer, d: Mapping):
+    if d.get("model_config") != plain(asdict(self.gpt.config)):
+        raise ConfigError("This checkpoint was made for another GPT (size or phone table): build the trainer from the same model, or use a new run_dir.")
+    self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
+    if d.get("scaler"): self.scaler.load_state_dict(d["scaler"])
+    self.stream.load_state_dict(d["stream"])
 
-    @torch.no_grad()
-    def sample(self, clip: int = 0, prompt_tokens: int = 50, max_new_tokens: int = 250):
-        "Continue training clip `clip` from the first tokens of its own -> (new tokens [1, T], title), or (wav [1, S], title) with a vocoder."
-        ex = gpt_example(self.clips[clip])
-        bert = ex["bert"] if ex["bert"] is not None else torch.zeros(self.gpt.config.bert_dim, len(ex["phones"]))
-        prompt = ex["semantic"][: min(prompt_tokens, len(ex["semantic"]) // 2)]
-        was = self.gpt.training
-        self.gpt.eval()
-        try:
-            g = torch.Generator(device=self.device).manual_seed(0)
-            tokens = self.gpt.infer(ex["phones"][None], bert[None], prompt[None], max_new_tokens=max_new_tokens, generator=g)
-        finally:
-            self.gpt.train(was)
-        title = f"GPT after {self.step} steps: {self.clips[clip].id}, {tokens.shape[-1]} tokens after a {len(prompt)}-token prompt"
-        if self.vocoder is None: return tokens.cpu(), title
-        return vocode(self.vocoder, torch.cat([prompt[None].to(tokens.device), tokens], 1), ex["phones"], self.clips[clip]), title
+@patch
+@torch.no_grad()
+def sample(self: GPTTrainer, clip: int = 0, prompt_tokens: int = 50, max_new_tokens: int = 250):
+    "Continue training clip `clip` from the first tokens of its own -> (new tokens [1, T], title), or (wav [1, S], title) with a vocoder."
+    ex = gpt_example(self.clips[clip])
+    bert = ex["bert"] if ex["bert"] is not None else torch.zeros(self.gpt.config.bert_dim, len(ex["phones"]))
+    prompt = ex["semantic"][: min(prompt_tokens, len(ex["semantic"]) // 2)]
+    was = self.gpt.training
+    self.gpt.eval()
+    try:
+        g = torch.Generator(device=self.device).manual_seed(0)
+        tokens = self.gpt.infer(ex["phones"][None], bert[None], prompt[None], max_new_tokens=max_new_tokens, generator=g)
+    finally:
+        self.gpt.train(was)
+    title = f"GPT after {self.step} steps: {self.clips[clip].id}, {tokens.shape[-1]} tokens after a {len(prompt)}-token prompt"
+    if self.vocoder is None: return tokens.cpu(), title
+    return vocode(self.vocoder, torch.cat([prompt[None].to(tokens.device), tokens], 1), ex["phones"], self.clips[clip]), title
 
 # %% ../nbs/11_train.ipynb #2c5aa23a
 @torch.no_grad()
