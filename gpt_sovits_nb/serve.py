@@ -449,6 +449,16 @@ def create_app(service: TTSService, token: str | None = None):
         try: return await _tts_response(service, raw)
         except Exception as e: return _failure(e)
 
+    _setting_routes(app, service)
+    return app
+
+
+# %% ../nbs/15_serve.ipynb #044b5277
+def _setting_routes(app, service: TTSService):
+    "The api_v2 endpoints that change the server's state: /set_gpt_weights, /set_sovits_weights, /set_refer_audio, /control."
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
     def setter(kind: str, fn):
         async def handler(request: Request):
             path = request.query_params.get("weights_path")
@@ -486,7 +496,7 @@ def create_app(service: TTSService, token: str | None = None):
             return JSONResponse({"message": "restarted"})
         if app.state.server is not None: app.state.server.should_exit = True
         return JSONResponse({"message": "exiting"})
-    return app
+
 
 # %% ../nbs/15_serve.ipynb #d4883ba2
 class RunningServer:
