@@ -36,3 +36,36 @@ def test_golden_fixtures_match_their_index():
     shared = ROOT.parent / "shared" / "golden"
     if shared.exists():
         assert json.loads((shared / "index.json").read_text())["files"] == files
+
+
+def test_rendered_chapters_are_current():
+    "docs/ holds an executed copy of every chapter with its current cells (tools/render_chapters.py), so outputs are readable without running."
+    sys.path.insert(0, str(ROOT / "tools"))
+    try: import render_chapters as R
+    finally: sys.path.pop(0)
+    stale = [w for w in (R.stale(c) for c in R.chapters()) if w]
+    assert not stale, ("Re-render the chapters you changed (python tools/render_chapters.py --stale), then commit docs/:\n  "
+                       + "\n  ".join(stale))
+    for doc in (ROOT / "docs").glob("*.ipynb"):
+        nb = json.loads(doc.read_text(encoding="utf-8"))
+        outs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        assert all(o["output_type"] != "error" for o in outs), f"{doc.name} was rendered from a failing run"
+        assert (ROOT / "nbs" / doc.name).is_file(), f"docs/{doc.name} has no chapter in nbs/: delete it"
+        assert "<audio" not in doc.read_text(encoding="utf-8") and doc.stat().st_size < 1.5e6, doc.name
+
+
+def test_static_outputs_of_the_renderer():
+    "What a static page cannot use is replaced by a line that says so; long printouts are shortened; addresses dropped."
+    sys.path.insert(0, str(ROOT / "tools"))
+    try: import render_chapters as R
+    finally: sys.path.pop(0)
+    audio = {"output_type": "display_data", "data": {"text/html": "<audio controls src='data:audio/wav;base64,AAAA'>", "text/plain": "<Audio>"}}
+    widget = {"output_type": "display_data", "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "text/plain": "VBox()"}}
+    assert R.static_output(audio)["data"] == {"text/plain": R.AUDIO_NOTE}
+    assert R.static_output(widget)["data"] == {"text/plain": R.WIDGET_NOTE}
+    long = R.static_output({"output_type": "stream", "name": "stdout", "text": "line\n" * 5000})
+    assert len(long["text"]) < R.MAX_TEXT + 200 and "lines left out" in long["text"]
+    doc = R.static_output({"output_type": "execute_result", "data": {"text/plain": "<gpt_sovits_nb.core.DocMarkdown at 0x7f00>",
+                                                                       "text/markdown": "### f"}, "metadata": {}})
+    assert doc["data"] == {"text/plain": "", "text/markdown": "### f"}
+    assert R.static_output({"output_type": "display_data", "data": {"application/javascript": "x()"}}) is None
