@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, SAMPLING_KNOBS, Sampling, config_section, get_device, add_classes
+from .core import CheckpointError, ConfigError, GPTConfig, GPT_CONFIGS, SAMPLING, SAMPLING_KNOBS, Sampling, config_section, get_device
 from .text import PUNCTUATION
 
 # %% auto #0
@@ -21,7 +21,7 @@ __all__ = ['TRAIN_DROPOUT', 'MIN_NEW_TOKENS', 'MAX_NEW_TOKENS', 'TokenEmbedding'
            'Block', 'Transformer', 'prefix_lm_mask', 'plot_prefix_mask', 'KVCache', 'check_sampling',
            'apply_repetition_penalty', 'top_p_filter', 'top_k_filter', 'sampling_distribution', 'sample_token',
            'Text2SemanticGPT', 'count_parameters', 'DecodeStep', 'decode_step', 'plot_next_token_distribution',
-           'sampling_widget', 's1_config_dict', 'ReadingGuide', 'quantize_int8', 'StaticKVCache', 'StaticStep']
+           's1_config_dict', 'ReadingGuide', 'quantize_int8', 'StaticKVCache', 'StaticStep']
 
 # %% ../nbs/06_gpt.ipynb #1b8d9feb
 def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -538,33 +538,6 @@ def plot_next_token_distribution(probs: torch.Tensor, base: torch.Tensor | None 
     if base is not None: ax.legend(loc="center right", fontsize=8)
     return fig
 
-
-def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = None):
-    "Sliders for top_k, top_p, temperature and repetition penalty over `logits` [V]; redraws the next-token distribution."
-    import ipywidgets as W
-    from gpt_sovits_nb.audio import show_figure
-    logits = logits.detach().float().cpu().reshape(-1)
-    base = torch.softmax(logits, -1)
-    top_k = W.IntSlider(value=15, min=0, max=50, description="top_k")
-    top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
-    temperature = W.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature")
-    penalty = W.FloatSlider(value=SAMPLING.repetition_penalty, min=1.0, max=3.0, step=0.05, description="rep. penalty")
-    out, status = W.Output(), W.HTML()
-
-    def redraw(_=None):
-        probs = sampling_distribution(logits, prev_tokens, top_k.value, top_p.value, temperature.value, penalty.value)
-        status.value = f"{int((probs > 0).sum())} candidate tokens; the most likely has p = {probs.max():.3f}"
-        out.clear_output(wait=True)
-        with out: show_figure(plot_next_token_distribution(probs, base))
-        return probs
-
-    for s in (top_k, top_p, temperature, penalty): s.observe(redraw, names="value")
-    box = W.VBox([W.HBox([top_k, top_p]), W.HBox([temperature, penalty]), status, out])
-    add_classes((box, "t-gpt-sampling"), (top_k, "t-gpt-top-k"), (top_p, "t-gpt-top-p"), (temperature, "t-gpt-temperature"),
-                   (penalty, "t-gpt-penalty"), (status, "t-gpt-status"), (out, "t-gpt-out"))
-    box._gsv = dict(top_k=top_k, top_p=top_p, temperature=temperature, penalty=penalty, status=status, out=out, redraw=redraw)
-    redraw()
-    return box
 
 # %% ../nbs/06_gpt.ipynb #f1ba12dd
 @patch(cls_method=True)

@@ -13,14 +13,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastcore.basics import patch
-from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain, add_classes
+from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain
 
 # %% auto #0
 __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
            'SemanticQuantizer', 'ChannelLayerNorm', 'relative_offsets', 'MultiHeadAttention', 'FeedForward',
            'TransformerEncoder', 'GatedConv', 'StyleAttention', 'StyleEncoder', 'mrte_channels', 'MRTE', 'TextEncoder',
            'WaveNet', 'Flip', 'CouplingLayer', 'Flow', 'ResBlock1', 'ResBlock2', 'Generator', 'PosteriorEncoder',
-           'random_segments', 'SoVITS', 'decode_widget', 'sovits_config_dict']
+           'random_segments', 'SoVITS', 'sovits_config_dict']
 
 # %% ../nbs/07_sovits.ipynb #d3624214
 def length_mask(lengths: torch.Tensor, size: int, dtype=torch.float32) -> torch.Tensor:
@@ -648,37 +648,6 @@ def _check_decoder(self: SoVITS):
                           f"{len(self.config.upsample_rates)} times), so it cannot decode. Use upsample_initial_channel >= "
                           f"{2 ** len(self.config.upsample_rates)}.")
 
-
-# %% ../nbs/07_sovits.ipynb #c94db76b
-def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refer_spec, sv_emb=None):
-    "Sliders for noise_scale and speed that re-run `model.decode` and show the spectrogram and an audio player."
-    import ipywidgets as W
-    from IPython.display import display
-    from gpt_sovits_nb.audio import audio_player, plot_spectrogram, show_figure, spectrogram
-    noise = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="noise_scale", continuous_update=False)
-    speed = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="speed", continuous_update=False)
-    status, out = W.HTML(), W.Output()
-    sr = model.config.sampling_rate
-
-    def render(*_):
-        try:
-            wav = model.decode(codes, phones, refer_spec, noise_scale=noise.value, speed=speed.value, sv_emb=sv_emb)
-            w = wav[0].float().cpu()
-            status.value = f"{tuple(wav.shape)}: {w.shape[-1] / sr:.2f} s at {sr} Hz"
-            fig = plot_spectrogram(spectrogram(w), title=f"noise_scale {noise.value:.2f}, speed {speed.value:.2f}")
-            out.clear_output(wait=True)
-            with out:
-                show_figure(fig); display(audio_player(w, sr))
-        except Exception as e:
-            status.value = f"<b>{type(e).__name__}:</b> {e}"
-
-    noise.observe(render, names="value"); speed.observe(render, names="value")
-    box = W.VBox([W.HTML("<b>SoVITS decode</b>: move a slider to decode again."), W.HBox([noise, speed]), status, out])
-    add_classes((box, "t-sovits"), (noise, "t-sovits-noise"), (speed, "t-sovits-speed"), (status, "t-sovits-status"),
-                    (out, "t-sovits-out"))
-    box._gsv = dict(noise=noise, speed=speed, status=status, out=out, render=render)
-    render()
-    return box
 
 # %% ../nbs/07_sovits.ipynb #5e3f2c65
 _DATA_KEYS = ("sampling_rate", "filter_length", "hop_length", "win_length", "n_mel_channels", "n_speakers")

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError, add_classes
+from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .hub import pretrained_weights
 from .audio import SR_SOVITS, check_audio, load_audio, resample
 
@@ -23,8 +23,7 @@ __all__ = ['SV_SR', 'SV_FRAME', 'SV_SHIFT', 'SV_NFFT', 'SV_MELS', 'SV_DIM', 'RES
            'AttentionalFusion', 'Res2Block', 'ERes2NetV2', 'sv_waveform', 'SVEncoder', 'voice_encoder',
            'speaker_embedding', 'embed_clips', 'cosine', 'speaker_similarity', 'similarity_matrix', 'within_between',
            'nearest_speaker_accuracy', 'project_2d', 'plot_similarity_matrix', 'plot_projection', 'decode_upload',
-           'clip_from_bytes', 'compare_clips', 'similarity_figure', 'in_colab', 'record_clip', 'default_pick',
-           'speaker_widget']
+           'clip_from_bytes', 'compare_clips', 'similarity_figure', 'in_colab', 'record_clip']
 
 # %% ../nbs/04_speaker.ipynb #2c10e24e
 def pick_voices(n_speakers: int = 4, per_speaker: int = 3, kind: str = "real", split: str | None = None) -> list:
@@ -463,66 +462,3 @@ def record_clip(seconds: float = 5.0) -> tuple[np.ndarray, int]:
     display(Javascript(RECORD_JS))
     data = base64.b64decode(output.eval_js(f"gsvRecord({float(seconds)})"))
     return clip_from_bytes("recording.wav", data)
-
-# %% ../nbs/04_speaker.ipynb #be536072
-def default_pick(clips: Sequence, per_speaker: int = 2, speakers: int = 3) -> tuple[int, ...]:
-    "Indices of `per_speaker` clips of each of the first `speakers` voices in `clips`: a first comparison that shows within- and between-voice scores."
-    chosen, seen = [], {}
-    for i, c in enumerate(clips):
-        if c.speaker not in seen and len(seen) >= speakers: continue
-        seen[c.speaker] = seen.get(c.speaker, 0) + 1
-        if seen[c.speaker] <= per_speaker: chosen.append(i)
-    return tuple(chosen)
-
-# %% ../nbs/04_speaker.ipynb #84fa9742
-def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float = 5.0):
-    """Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the
-    corpus); two clips of each of three voices start picked (`default_pick`)."""
-    import ipywidgets as W
-    from gpt_sovits_nb.audio import show_figure   # a PNG: a bare display(Figure) shows only text in a fresh kernel
-    if corpus_clips is None:
-        from gpt_sovits_nb.corpus import load_corpus
-        corpus_clips = load_corpus()
-    options = [(f"{c.speaker} / {Path(c.path).stem}", i) for i, c in enumerate(corpus_clips)]
-    upload = W.FileUpload(accept="audio/*", multiple=True, description="Upload clips")
-    pick = W.SelectMultiple(options=options, value=default_pick(corpus_clips), rows=8, description="Corpus",
-                            layout=W.Layout(width="420px"))
-    record = W.Button(description=f"Record {record_seconds:g} s", icon="microphone")
-    compare = W.Button(description="Compare", button_style="primary")
-    status, out = W.HTML(), W.Output()
-    recorded: list = []
-    if not in_colab():
-        record.layout.display = "none"
-        status.value = "<i>Microphone recording works in Google Colab; here, record with any app and upload the file.</i>"
-
-    def on_record(_):
-        try:
-            wav, sr = record_clip(record_seconds)
-            recorded.append((f"recording {len(recorded) + 1}", wav, sr))
-            status.value = f"recorded {len(wav) / sr:.1f} s ({len(recorded)} recording(s))"
-        except Exception as e: status.value = f"<b>recording failed:</b> {e}"
-
-    def on_compare(_):
-        clips, labels, groups = [], [], []
-        try:
-            for name, data in decode_upload(upload.value):
-                clips.append(clip_from_bytes(name, data)); labels.append(name); groups.append(name)
-            for name, wav, sr in recorded:
-                clips.append((wav, sr)); labels.append(name); groups.append(name)
-            for i in pick.value:
-                c = corpus_clips[i]
-                clips.append(c.path); labels.append(f"{c.speaker}/{Path(c.path).stem}"); groups.append(c.speaker)
-            status.value = f"embedding {len(clips)} clips ..."
-            sim, pts, labels = compare_clips(clips, labels)
-            out.clear_output(wait=True)
-            with out: show_figure(similarity_figure(sim, pts, labels, groups))
-            status.value = f"{len(clips)} clips compared."
-        except Exception as e: status.value = f"<b>{type(e).__name__}:</b> {e}"
-
-    record.on_click(on_record); compare.on_click(on_compare)
-    box = W.VBox([W.HTML("<b>Speaker similarity</b>: upload or record clips, pick corpus voices, then Compare."),
-                  W.HBox([upload, record]), pick, compare, status, out])
-    add_classes((box, "t-speaker"), (upload, "t-speaker-upload"), (pick, "t-speaker-pick"), (record, "t-speaker-record"),
-                    (compare, "t-speaker-compare"), (status, "t-speaker-status"), (out, "t-speaker-out"))
-    box._gsv = dict(upload=upload, pick=pick, record=record, compare=compare, status=status, out=out, on_compare=on_compare)
-    return box

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .core import TextError, check_version, VERSIONS, add_classes
+from .core import TextError, check_version, VERSIONS
 
 # %% auto #0
 __all__ = ['PUNCTUATION', 'SPECIAL_PHONES', 'PAD', 'ZH_INITIALS', 'ZH_FINALS', 'ZH_TONES', 'JA_PHONES', 'ARPABET',
            'JA_PITCH_MARKS', 'KOREAN_PHONES', 'LANGUAGES', 'PAUSE_MARKERS', 'SPLIT_MODES', 'symbol_table', 'symbol_ids',
            'phones_to_ids', 'ids_to_phones', 'check_language', 'is_speakable', 'clean_text', 'split_by_language',
-           'FrontEndResult', 'front_end', 'text_table', 'text_front_end_widget']
+           'FrontEndResult', 'front_end', 'text_table']
 
 # %% ../nbs/02_text.ipynb #12b54034
 PUNCTUATION = ["!", "?", "…", ",", ".", "-"]
@@ -242,21 +242,3 @@ def front_end(text: str, lang: str = "auto", version: str = "v2") -> FrontEndRes
 def text_table(text: str, lang: str = "auto", version: str = "v2") -> list[dict]:
     "The front end's output for `text` as table rows (see `FrontEndResult.rows`)."
     return front_end(text, lang, version).rows()
-
-# %% ../nbs/02_text.ipynb #5edc4521
-def text_front_end_widget(text: str = "今天是2024年3月5日，我们一起去看一看。", lang: str = "auto", version: str = "v2"):
-    "An ipywidgets box: a text field, a language and a version picker, and the table of `front_end`'s result."
-    import ipywidgets as W
-    box_text = W.Textarea(value=text, description="Text", layout=W.Layout(width="95%", height="60px"))
-    box_lang = W.Dropdown(options=["auto"] + list(LANGUAGES), value=lang, description="Language")
-    box_ver = W.Dropdown(options=list(VERSIONS), value=version, description="Version")
-    out = W.HTML()
-    add_classes((box_text, "t-text-input"), (box_lang, "t-text-lang"), (box_ver, "t-text-version"), (out, "t-text-output"))
-
-    def update(*_):
-        try: out.value = front_end(box_text.value, box_lang.value, box_ver.value).to_html()
-        except TextError as e: out.value = f"<p style='color:#b00'>{html.escape(str(e))}</p>"
-
-    for w in (box_text, box_lang, box_ver): w.observe(update, names="value")
-    update()
-    return add_classes((W.VBox([box_text, W.HBox([box_lang, box_ver]), out]), "t-text-widget"))

@@ -5,14 +5,21 @@
 # %% ../nbs/13_widgets.ipynb #d3cde0dd
 from __future__ import annotations
 import base64, html, threading, time
+from pathlib import Path
+from typing import Sequence
 
 import torch
 
-from .core import SAMPLING, add_classes
+from .core import SAMPLING, TextError, VERSIONS, add_classes
 from .audio import figure_png, plot_spectrogram, spectrogram, resample, audio_player, SR_SOVITS
+from .text import LANGUAGES, front_end
+from .speaker import clip_from_bytes, compare_clips, decode_upload, in_colab, record_clip, similarity_figure
+from .gpt import plot_next_token_distribution, sampling_distribution
+from .sovits import SoVITS
 
 # %% auto #0
-__all__ = ['compare_figure', 'figure_output', 'audio_output', 'clone_widget']
+__all__ = ['compare_figure', 'figure_output', 'audio_output', 'clone_widget', 'text_front_end_widget', 'default_pick',
+           'speaker_widget', 'sampling_widget', 'decode_widget']
 
 # %% ../nbs/13_widgets.ipynb #935c5572
 def compare_figure(ref_spec: torch.Tensor, speech, title: str = ""):
@@ -115,3 +122,147 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
                     speak=speak, last=lambda: state["speech"])
     if speak_now: speak()
     return box
+
+# %% ../nbs/13_widgets.ipynb #8d88fcde
+def text_front_end_widget(text: str = "今天是2024年3月5日，我们一起去看一看。", lang: str = "auto", version: str = "v2"):
+    "An ipywidgets box: a text field, a language and a version picker, and the table of `front_end`'s result."
+    import ipywidgets as W
+    box_text = W.Textarea(value=text, description="Text", layout=W.Layout(width="95%", height="60px"))
+    box_lang = W.Dropdown(options=["auto"] + list(LANGUAGES), value=lang, description="Language")
+    box_ver = W.Dropdown(options=list(VERSIONS), value=version, description="Version")
+    out = W.HTML()
+    add_classes((box_text, "t-text-input"), (box_lang, "t-text-lang"), (box_ver, "t-text-version"), (out, "t-text-output"))
+
+    def update(*_):
+        try: out.value = front_end(box_text.value, box_lang.value, box_ver.value).to_html()
+        except TextError as e: out.value = f"<p style='color:#b00'>{html.escape(str(e))}</p>"
+
+    for w in (box_text, box_lang, box_ver): w.observe(update, names="value")
+    update()
+    return add_classes((W.VBox([box_text, W.HBox([box_lang, box_ver]), out]), "t-text-widget"))
+
+
+# %% ../nbs/13_widgets.ipynb #7ee5c2af
+def default_pick(clips: Sequence, per_speaker: int = 2, speakers: int = 3) -> tuple[int, ...]:
+    "Indices of `per_speaker` clips of each of the first `speakers` voices in `clips`: a first comparison that shows within- and between-voice scores."
+    chosen, seen = [], {}
+    for i, c in enumerate(clips):
+        if c.speaker not in seen and len(seen) >= speakers: continue
+        seen[c.speaker] = seen.get(c.speaker, 0) + 1
+        if seen[c.speaker] <= per_speaker: chosen.append(i)
+    return tuple(chosen)
+
+
+def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float = 5.0):
+    """Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the
+    corpus); two clips of each of three voices start picked (`default_pick`)."""
+    import ipywidgets as W
+    from gpt_sovits_nb.audio import show_figure   # a PNG: a bare display(Figure) shows only text in a fresh kernel
+    if corpus_clips is None:
+        from gpt_sovits_nb.corpus import load_corpus
+        corpus_clips = load_corpus()
+    options = [(f"{c.speaker} / {Path(c.path).stem}", i) for i, c in enumerate(corpus_clips)]
+    upload = W.FileUpload(accept="audio/*", multiple=True, description="Upload clips")
+    pick = W.SelectMultiple(options=options, value=default_pick(corpus_clips), rows=8, description="Corpus",
+                            layout=W.Layout(width="420px"))
+    record = W.Button(description=f"Record {record_seconds:g} s", icon="microphone")
+    compare = W.Button(description="Compare", button_style="primary")
+    status, out = W.HTML(), W.Output()
+    recorded: list = []
+    if not in_colab():
+        record.layout.display = "none"
+        status.value = "<i>Microphone recording works in Google Colab; here, record with any app and upload the file.</i>"
+
+    def on_record(_):
+        try:
+            wav, sr = record_clip(record_seconds)
+            recorded.append((f"recording {len(recorded) + 1}", wav, sr))
+            status.value = f"recorded {len(wav) / sr:.1f} s ({len(recorded)} recording(s))"
+        except Exception as e: status.value = f"<b>recording failed:</b> {e}"
+
+    def on_compare(_):
+        clips, labels, groups = [], [], []
+        try:
+            for name, data in decode_upload(upload.value):
+                clips.append(clip_from_bytes(name, data)); labels.append(name); groups.append(name)
+            for name, wav, sr in recorded:
+                clips.append((wav, sr)); labels.append(name); groups.append(name)
+            for i in pick.value:
+                c = corpus_clips[i]
+                clips.append(c.path); labels.append(f"{c.speaker}/{Path(c.path).stem}"); groups.append(c.speaker)
+            status.value = f"embedding {len(clips)} clips ..."
+            sim, pts, labels = compare_clips(clips, labels)
+            out.clear_output(wait=True)
+            with out: show_figure(similarity_figure(sim, pts, labels, groups))
+            status.value = f"{len(clips)} clips compared."
+        except Exception as e: status.value = f"<b>{type(e).__name__}:</b> {e}"
+
+    record.on_click(on_record); compare.on_click(on_compare)
+    box = W.VBox([W.HTML("<b>Speaker similarity</b>: upload or record clips, pick corpus voices, then Compare."),
+                  W.HBox([upload, record]), pick, compare, status, out])
+    add_classes((box, "t-speaker"), (upload, "t-speaker-upload"), (pick, "t-speaker-pick"), (record, "t-speaker-record"),
+                    (compare, "t-speaker-compare"), (status, "t-speaker-status"), (out, "t-speaker-out"))
+    box._gsv = dict(upload=upload, pick=pick, record=record, compare=compare, status=status, out=out, on_compare=on_compare)
+    return box
+
+
+# %% ../nbs/13_widgets.ipynb #1f2afe99
+def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = None):
+    "Sliders for top_k, top_p, temperature and repetition penalty over `logits` [V]; redraws the next-token distribution."
+    import ipywidgets as W
+    from gpt_sovits_nb.audio import show_figure
+    logits = logits.detach().float().cpu().reshape(-1)
+    base = torch.softmax(logits, -1)
+    top_k = W.IntSlider(value=15, min=0, max=50, description="top_k")
+    top_p = W.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top_p")
+    temperature = W.FloatSlider(value=1.0, min=0.05, max=2.0, step=0.05, description="temperature")
+    penalty = W.FloatSlider(value=SAMPLING.repetition_penalty, min=1.0, max=3.0, step=0.05, description="rep. penalty")
+    out, status = W.Output(), W.HTML()
+
+    def redraw(_=None):
+        probs = sampling_distribution(logits, prev_tokens, top_k.value, top_p.value, temperature.value, penalty.value)
+        status.value = f"{int((probs > 0).sum())} candidate tokens; the most likely has p = {probs.max():.3f}"
+        out.clear_output(wait=True)
+        with out: show_figure(plot_next_token_distribution(probs, base))
+        return probs
+
+    for s in (top_k, top_p, temperature, penalty): s.observe(redraw, names="value")
+    box = W.VBox([W.HBox([top_k, top_p]), W.HBox([temperature, penalty]), status, out])
+    add_classes((box, "t-gpt-sampling"), (top_k, "t-gpt-top-k"), (top_p, "t-gpt-top-p"), (temperature, "t-gpt-temperature"),
+                   (penalty, "t-gpt-penalty"), (status, "t-gpt-status"), (out, "t-gpt-out"))
+    box._gsv = dict(top_k=top_k, top_p=top_p, temperature=temperature, penalty=penalty, status=status, out=out, redraw=redraw)
+    redraw()
+    return box
+
+
+# %% ../nbs/13_widgets.ipynb #f3faeeaf
+def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refer_spec, sv_emb=None):
+    "Sliders for noise_scale and speed that re-run `model.decode` and show the spectrogram and an audio player."
+    import ipywidgets as W
+    from IPython.display import display
+    from gpt_sovits_nb.audio import audio_player, plot_spectrogram, show_figure, spectrogram
+    noise = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="noise_scale", continuous_update=False)
+    speed = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="speed", continuous_update=False)
+    status, out = W.HTML(), W.Output()
+    sr = model.config.sampling_rate
+
+    def render(*_):
+        try:
+            wav = model.decode(codes, phones, refer_spec, noise_scale=noise.value, speed=speed.value, sv_emb=sv_emb)
+            w = wav[0].float().cpu()
+            status.value = f"{tuple(wav.shape)}: {w.shape[-1] / sr:.2f} s at {sr} Hz"
+            fig = plot_spectrogram(spectrogram(w), title=f"noise_scale {noise.value:.2f}, speed {speed.value:.2f}")
+            out.clear_output(wait=True)
+            with out:
+                show_figure(fig); display(audio_player(w, sr))
+        except Exception as e:
+            status.value = f"<b>{type(e).__name__}:</b> {e}"
+
+    noise.observe(render, names="value"); speed.observe(render, names="value")
+    box = W.VBox([W.HTML("<b>SoVITS decode</b>: move a slider to decode again."), W.HBox([noise, speed]), status, out])
+    add_classes((box, "t-sovits"), (noise, "t-sovits-noise"), (speed, "t-sovits-speed"), (status, "t-sovits-status"),
+                    (out, "t-sovits-out"))
+    box._gsv = dict(noise=noise, speed=speed, status=status, out=out, render=render)
+    render()
+    return box
+

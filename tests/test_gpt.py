@@ -422,7 +422,8 @@ def test_teacher_forcing_forward_trains_after_inference(tiny, inputs):
 def test_sampling_widget(tiny, inputs):
     pytest.importorskip("ipywidgets")
     logits = tiny.prefill_logits(*inputs)[0] * 4
-    ui = G.sampling_widget(logits, inputs[2])
+    from gpt_sovits_nb.widgets import sampling_widget       # the widget lives with the others (chapter 13)
+    ui = sampling_widget(logits, inputs[2])
     ui._gsv["top_k"].value = 3
     assert ui._gsv["status"].value.startswith("3 candidate")
     ui._gsv["top_k"].value = 0; ui._gsv["top_p"].value = 0.05

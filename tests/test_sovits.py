@@ -8,7 +8,8 @@ import torch
 
 from golden import GOLDEN, cases, load_case, materialize, case_args, check, manifest as golden_manifest
 from gpt_sovits_nb.core import CheckpointError, ConfigError, SOVITS_CONFIGS, SoVITSConfig, VERSIONS
-from gpt_sovits_nb.sovits import SoVITS, decode_widget
+from gpt_sovits_nb.sovits import SoVITS
+from gpt_sovits_nb.widgets import decode_widget
 
 TINY = dict(inter_channels=16, hidden_channels=32, filter_channels=48, n_heads=2, n_layers=2, upsample_initial_channel=32,
             resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gpt_sovits_nb.core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
+from gpt_sovits_nb.widgets import default_pick, speaker_widget
 from gpt_sovits_nb import speaker as S
 from golden import manifest as golden_manifest
 
@@ -324,7 +325,7 @@ def test_record_outside_colab_says_what_to_do():
 @pytest.mark.widgets
 def test_widget_builds_hides_record_and_compares(voices):
     clips = [SimpleNamespace(path=p, speaker=s) for p, s in voices]
-    ui = S.speaker_widget(clips)
+    ui = speaker_widget(clips)
     parts = ui._gsv
     assert "t-speaker" in ui._dom_classes and "t-speaker-compare" in parts["compare"]._dom_classes
     assert parts["record"].layout.display == "none" and "Colab" in parts["status"].value
@@ -339,6 +340,6 @@ def test_widget_builds_hides_record_and_compares(voices):
 
 def test_default_pick_spans_voices():
     clips = [SimpleNamespace(path=f"{s}{k}.wav", speaker=s) for s in "abcd" for k in range(4)]
-    assert S.default_pick(clips) == (0, 1, 4, 5, 8, 9)
-    assert S.default_pick(clips, per_speaker=1, speakers=2) == (0, 4)
-    assert S.default_pick(clips[:3]) == (0, 1)                     # one voice: its first two clips
+    assert default_pick(clips) == (0, 1, 4, 5, 8, 9)
+    assert default_pick(clips, per_speaker=1, speakers=2) == (0, 4)
+    assert default_pick(clips[:3]) == (0, 1)                     # one voice: its first two clips

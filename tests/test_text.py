@@ -12,7 +12,8 @@ import pytest
 from gpt_sovits_nb.core import ConfigError, GSVError, TextError, WeightsNotFoundError
 from gpt_sovits_nb import text, text_en, text_ja, text_zh
 from gpt_sovits_nb.text import (clean_text, front_end, ids_to_phones, phones_to_ids, split_by_language, symbol_table,
-                                text_front_end_widget, text_table)
+                                text_table)
+from gpt_sovits_nb.widgets import text_front_end_widget
 
 from golden import load_case
 
