@@ -14,10 +14,14 @@ from typing import Any, Mapping
 import torch
 
 from .core import (GSVError, CheckpointError, UnsafeCheckpointError, WeightsNotFoundError, is_pro, plain, config_section,
-                                VERSIONS, MODEL_VERSIONS, NANO, get_device)
+                                VERSIONS, MODEL_VERSIONS, NANO, get_device, GPTConfig, SoVITSConfig)
 # The hub helpers live in chapter 00a; imported here too, so `from gpt_sovits_nb.checkpoints import hub_file` keeps working.
 from .hub import (HF_REPO, HubWeights, KNOWN_WEIGHTS, WEIGHTS_FOR, hub_cache_dir, hub_offline, hub_reachable,
                                hub_file, pretrained_weights, cached_weights)
+from .gpt import Text2SemanticGPT
+from .sovits import SoVITS, mrte_channels
+from .mel_sovits import MelSoVITS
+
 
 # %% auto #0
 __all__ = ['HEADER_VERSIONS', 'VERSION_HEADERS', 'UNSUPPORTED_HEADERS', 'PRETRAINED_MD5', 'UNSUPPORTED_MD5', 'SAFE_GLOBALS',
@@ -443,7 +447,6 @@ def load_gpt(path, device="cpu"):
     if kind != "gpt": raise _wrong_kind(f.path, kind, "gpt")
     gpt_version(ckpt, f.path)                       # checks the phone table
     check_config_sizes(ckpt, f.path)
-    from gpt_sovits_nb.gpt import Text2SemanticGPT  # lazy: chapter 06
     try:
         model = Text2SemanticGPT.from_checkpoint_dict(ckpt, device=get_device(device))
     except GSVError: raise
@@ -460,8 +463,6 @@ def load_sovits(path, device="cpu", posterior: bool = False):
     if kind != "sovits": raise _wrong_kind(f.path, kind, "sovits")
     version = sovits_version(ckpt, f)
     check_config_sizes(ckpt, f.path)
-    from gpt_sovits_nb.sovits import SoVITS         # lazy: chapters 07 and 07a
-    from gpt_sovits_nb.mel_sovits import MelSoVITS
     if version == NANO and posterior:
         raise CheckpointError(f"'{f.path}' is a nano SoVITS, which has no posterior encoder: fine-tune it with chapter 11a's MelSoVITSTrainer.")
     try:
@@ -539,8 +540,6 @@ def _official(ckpt: dict, drop=()) -> dict:
 def webui_incompatibilities(config) -> list[str]:
     """Why the reference's own classes could not build a model of `config` (a GPTConfig or SoVITSConfig), so that the
     official WebUI could not load its file; [] when they can. (The released sizes always can; small test sizes often not.)"""
-    from gpt_sovits_nb.core import GPTConfig
-    from gpt_sovits_nb.sovits import mrte_channels
     if isinstance(config, GPTConfig):
         return [f"BERT width {config.bert_dim} (its bert_proj reads 1024)"] if config.bert_dim != 1024 else []
     if config.is_mel: return ["a mel decoder with a separate vocoder (the nano design, which the reference does not have)"]
@@ -565,7 +564,6 @@ def save_gpt(model_or_ckpt, path, info: str | None = None, webui_check: bool = T
     if checkpoint_kind(ckpt) != "gpt": raise CheckpointError(f"save_gpt('{path}'): the weights are not a GPT's (every key starts with 'model.').")
     ckpt["info"] = info or ckpt.get("info") or "GPT-e0"
     path = save_checkpoint({"weight": ckpt["weight"], "config": ckpt["config"], "info": ckpt["info"]}, path)
-    from gpt_sovits_nb.core import GPTConfig
     if webui_check: _warn_webui(GPTConfig.from_dict(config_section(ckpt["config"], "model")), path)
     return path
 
@@ -581,7 +579,6 @@ def save_sovits(model_or_ckpt, path, version: str | None = None, info: str | Non
     tag = size_rule_tag(version, path.stat().st_size)
     if tag:                                           # the WebUI would guess the wrong version from the size: say it
         with open(path, "r+b") as fh: fh.write(tag)
-    from gpt_sovits_nb.core import SoVITSConfig
     if webui_check:
         _warn_webui(model_or_ckpt.config if hasattr(model_or_ckpt, "config") else SoVITSConfig.from_dict(ckpt["config"], version), path)
     return path

@@ -15,8 +15,10 @@ from fastcore.basics import patch
 
 from .core import AudioError, ConfigError, GSVError, TextError, WeightsNotFoundError, fast_mode, phone_table, add_classes
 from .hub import hub_offline
-from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR
+from .audio import read_audio, load_audio, resample, save_wav, audio_header, MIN_SR, MAX_SR, spectrogram
 from .corpus import ListItem, read_list, write_list
+from .text import clean_text, phones_to_ids
+
 
 # %% auto #0
 __all__ = ['FRAME_MS', 'STEP_MS', 'QUALITY_LIMITS', 'MIN_MINUTES', 'AUDIO_SUFFIXES', 'FEATURE_FORMAT', 'HUBERT_INPUT_SCALE',
@@ -737,7 +739,6 @@ def _device_of(model) -> torch.device:
 def _phones_step(version: str) -> FeatureStep:
     table = phone_table(version)                                 # v2Pro and v2ProPlus use the v2 symbols
     def compute(inp):
-        from gpt_sovits_nb.text import clean_text, phones_to_ids
         e = inp["text"]
         text = e.text.replace("%", "-").replace("￥", ",")         # as the reference's 1-get-text.py does
         phones, word2ph, norm_text = clean_text(text, e.lang, table)
@@ -770,7 +771,6 @@ def _wav32k_tensor(inp) -> torch.Tensor:
 
 def _spec_step() -> FeatureStep:
     def compute(inp):
-        from gpt_sovits_nb.audio import spectrogram
         return {"spec": spectrogram(_wav32k_tensor(inp))[0]}     # [1025, F]
     return FeatureStep("spec", ("wav32k",), compute, "spec/2048/640/2048")
 

@@ -15,6 +15,8 @@ import torch.nn as nn
 from .core import CheckpointError, ConfigError, GPTConfig, SoVITSConfig, SAMPLING
 from .gpt import MAX_NEW_TOKENS, MIN_NEW_TOKENS, DecodeStep, Text2SemanticGPT, check_sampling, decode_step
 from .sovits import SoVITS, _InputChecks
+from .checkpoints import remove_stale_temporaries
+
 
 # %% auto #0
 __all__ = ['EXPORT_EXTRA', 'ONNX_OPSET', 'GPT_PREFILL_FILE', 'GPT_STEP_FILE', 'SOVITS_FILE', 'LOGIT_ATOL', 'WAV_ATOL',
@@ -96,7 +98,6 @@ GPT_PREFILL_FILE, GPT_STEP_FILE, SOVITS_FILE = "gpt_prefill.onnx", "gpt_step.onn
 
 def _write_atomic(data: bytes, path: Path) -> Path:
     "Write `data` to `path` through a temporary file in the same folder and a rename (as checkpoints.save_checkpoint)."
-    from gpt_sovits_nb.checkpoints import remove_stale_temporaries
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent, f".{glob.escape(path.name)}.*.tmp")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from .core import CheckpointError, ConfigError, WeightsNotFoundError, SoVITSConfig, SOVITS_CONFIGS, NANO
 from .audio import mel_spectrogram, resample
-from .tokens import PhoneEncoder
+from .tokens import PhoneEncoder, MFCCEncoder
 from .sovits import (SoVITS, TextEncoder, StyleEncoder, SemanticQuantizer, ChannelLayerNorm, ResBlock1,
                                   length_mask, mrte_channels)
+
 
 # %% auto #0
 __all__ = ['VOCODER_SR', 'VOCODER_NFFT', 'VOCODER_HOP', 'VOCODER_MELS', 'VOCODER_FMAX', 'VOCODER_HOW_TO_GET', 'vocoder_mel',
@@ -144,7 +145,6 @@ class MelSoVITS(SoVITS):
 
     def front_end(self):
         "The HuBERT stand-in its tokens are made from: its own `PhoneEncoder`, or MFCC frames (`MFCCEncoder`) when it has none."
-        from gpt_sovits_nb.tokens import MFCCEncoder
         return self.ssl_encoder if self.ssl_encoder is not None else MFCCEncoder(self.config.ssl_dim // 3)
 
     def reference_spec(self, wav32: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,10 @@ from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder,
 from .sovits import length_mask
 from .train import (Trainer, BatchStream, WarmupCosine, gpt_loss, collate_gpt, grad_norm, plain_state_dict)
 from .core import plain
+from .corpus import load_corpus
+from .pipeline import text_features
+from .checkpoints import save_gpt, save_sovits, checkpoint_info, load_sovits
+
 
 # %% auto #0
 __all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERBS', 'INTRANSITIVE', 'TIMES', 'WORDS', 'TEMPLATES',
@@ -221,7 +225,6 @@ def build_nano_corpus(out_dir, minutes_per_voice: float = 15.0, seed: int = 0, e
     (`path|speaker|en|text`). `exclude` defaults to every text of the corpus's held-out splits. Clips already there with the same text are kept."""
     from concurrent.futures import ProcessPoolExecutor
     if exclude is None:
-        from gpt_sovits_nb.corpus import load_corpus
         exclude = [c.text for c in load_corpus() if c.split != "train"]
     unknown = [v for v in voices if v not in NANO_VOICES]
     if unknown: raise ConfigError(f"Unknown nano voices {unknown}: use some of {', '.join(NANO_VOICES)}.")
@@ -286,7 +289,6 @@ def nano_items(nano_dir=None, corpus: bool = True) -> list[tuple[str, str, str]]
         for line in listing.read_text(encoding="utf-8").splitlines():
             rel, spk, _, text = line.split("|", 3); items.append((str(Path(nano_dir) / rel), spk, text))
     if corpus:
-        from gpt_sovits_nb.corpus import load_corpus
         items += [(str(c.path), c.speaker, c.text) for c in load_corpus(split="train")]
     return items
 
@@ -321,7 +323,6 @@ def nano_features(items: Sequence, out_file=None, tokenizer: KMeansTokenizer | N
                   fit_clips: int = 400, seed: int = 0, progress: bool = True, encoder: PhoneEncoder | None = None) -> tuple[NanoData, KMeansTokenizer]:
     """Phones, tokens and mels of every item (path, speaker, text); fits the tokenizer unless given (over the `encoder`'s phone
     probabilities when one is given, else over MFCC frames). Cached in `out_file` (with the tokenizer beside it)."""
-    from gpt_sovits_nb.pipeline import text_features
     if out_file is not None and Path(out_file).is_file() and Path(out_file).with_suffix(".npz").is_file():
         data, tok = NanoData.load(out_file), KMeansTokenizer.load(Path(out_file).with_suffix(".npz"))
         if len(data) == len(items): return data, tok
@@ -718,7 +719,6 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
     the forced alignment taught, go into the GPT's config (`Text2SemanticGPT.aligned_heads`: decoding uses a `ReadingGuide`), and
     so does `sampling`, the knobs it recommends (e.g. {"repetition_penalty": 1.0}; `Text2SemanticGPT.sampling`).
     They load here (and `gsv-nb info` names them), not in the official WebUI, which has no mel decoder."""
-    from gpt_sovits_nb.checkpoints import save_gpt, save_sovits
     if not 0 < temperature <= 5: raise ConfigError(f"temperature={temperature}: expected a number in (0, 5] (1 = the model as trained).")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     ckpt = gpt.to_checkpoint_dict(half=False)
@@ -798,7 +798,6 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
 def nano_model_card(gpt_file, sovits_file, data: NanoData, recipe: str, summary: dict, floor: dict, train_minutes: dict,
                     steps: dict, resynthesis: dict | None = None) -> str:
     "The MODEL_CARD.md text of a nano model: data, sizes, steps, times, measured quality (model vs. the real voices), licence."
-    from gpt_sovits_nb.checkpoints import checkpoint_info, load_sovits
     g, s = checkpoint_info(gpt_file), checkpoint_info(sovits_file)
     enc = load_sovits(sovits_file).ssl_encoder
     tokens = (f"{data.n_units} k-means units at 25 Hz over the phone probabilities of a `PhoneEncoder` (chapter 05: {enc.n_phones} "

@@ -20,6 +20,8 @@ import torch
 from .core import GSVError, ConfigError, SAMPLING
 from .audio import audio_header
 from .pipeline import VoiceCloner, ModelPaths, LANGS, CUT_METHODS
+from .checkpoints import load_gpt, load_sovits
+
 
 # %% ../nbs/15_serve.ipynb #e8fc6f59
 @dataclass
@@ -309,7 +311,6 @@ TTSService.check_request, TTSService.speak = _check_request, _speak
 # %% ../nbs/15_serve.ipynb #c80cb15a
 def _set_gpt_weights(self, path: str) -> str:
     "Load a GPT file from an allowed folder and swap it in (the old one stays if anything is wrong)."
-    from gpt_sovits_nb.checkpoints import load_gpt
     real = allowed_file(path, self.weights_dirs, "weights_path", "--weights-dir")
     gpt = load_gpt(real, device=self.cloner.device).to(self.cloner.gpt.dtype)
     why = fits_together(gpt, self.cloner.sovits, self.cloner.sv)
@@ -320,7 +321,6 @@ def _set_gpt_weights(self, path: str) -> str:
 
 def _set_sovits_weights(self, path: str) -> str:
     "Load a SoVITS file from an allowed folder and swap it in (the old one stays if anything is wrong)."
-    from gpt_sovits_nb.checkpoints import load_sovits
     real = allowed_file(path, self.weights_dirs, "weights_path", "--weights-dir")
     sovits = load_sovits(real, device=self.cloner.device)
     old = self.cloner.sovits.config

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from fastcore.basics import patch
 from .core import CheckpointError, ConfigError, SoVITSConfig, check_version, phone_table, plain
+from .audio import spectrogram
+
 
 # %% auto #0
 __all__ = ['MRTE_CHANNELS', 'MRTE_HEADS', 'LRELU_SLOPE', 'length_mask', 'WeightNorm', 'WNConv1d', 'WNConvTranspose1d', 'Codebook',
@@ -592,7 +594,6 @@ def mrte_ge(self: SoVITS, ge: torch.Tensor) -> torch.Tensor:
 @patch
 def reference_spec(self: SoVITS, wav32: torch.Tensor) -> torch.Tensor:
     "What this model reads a voice from, given the reference clip at 32 kHz [1, S]: its linear spectrogram [1, 1025, F]."
-    from gpt_sovits_nb.audio import spectrogram
     return spectrogram(wav32)
 
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from .core import AudioError, CheckpointError, ConfigError, UnsafeCheckpointError, WeightsNotFoundError
 from .hub import pretrained_weights
 from .audio import SR_SOVITS, check_audio, load_audio, resample
+from .corpus import clips_by_speaker, speaker_info
+
 
 # %% auto #0
 __all__ = ['SV_SR', 'SV_FRAME', 'SV_SHIFT', 'SV_NFFT', 'SV_MELS', 'SV_DIM', 'RESEMBLYZER_SR', 'EMBED_DIM', 'RECORD_JS',
@@ -29,7 +31,6 @@ __all__ = ['SV_SR', 'SV_FRAME', 'SV_SHIFT', 'SV_NFFT', 'SV_MELS', 'SV_DIM', 'RES
 def pick_voices(n_speakers: int = 4, per_speaker: int = 3, kind: str = "real", split: str | None = None) -> list:
     "Clips of `n_speakers` corpus speakers, one speaker per real person, `per_speaker` clips each, kinds taken in turn."
     import itertools
-    from gpt_sovits_nb.corpus import clips_by_speaker, speaker_info
     info, persons, by_kind = speaker_info(), set(), {}
     for spk, clips in clips_by_speaker(split, kind=kind).items():
         person = info[spk].get("person") or spk

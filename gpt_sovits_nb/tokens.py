@@ -17,8 +17,9 @@ from fastcore.basics import patch
 
 from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError
 from .hub import pretrained_weights
-from .audio import check_audio, load_audio, resample
+from .audio import check_audio, load_audio, resample, mel_spectrogram
 from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_transformers
+
 
 # %% auto #0
 __all__ = ['SSL_SR', 'SSL_WIN', 'SSL_HOP', 'SSL_RATE', 'REF_MIN_S', 'REF_MAX_S', 'REF_PAD', 'HUBERT_HOW_TO_GET', 'PHONES_EN',
@@ -319,7 +320,6 @@ class MFCCEncoder:
 
 # %% ../nbs/05_tokens.ipynb #aef0215f
 def _log_mel16k(wav16k: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
-    from gpt_sovits_nb.audio import mel_spectrogram
     return mel_spectrogram(_as_wav_batch(wav16k)[:1].cpu(), sr=SSL_SR, n_fft=512, hop=SSL_HOP, win=SSL_WIN, n_mels=n_mels, fmax=8000)[0]
 
 def plot_tokens(wav16k: torch.Tensor, codes: torch.Tensor, frame_rate: int = 25, phones: Sequence | None = None,

@@ -22,9 +22,11 @@ from fastcore.basics import patch
 from .core import (CheckpointError, ConfigError, GSVError, GPTConfig, SoVITSConfig, GPT_CONFIGS, get_device, check_version, is_pro, plain,
                                 seed_everything)
 from .hub import HF_REPO, hub_file
-from .audio import spec_to_mel, mel_spectrogram, figure_png
-from .data import load_feature, file_hash
-from .sovits import LRELU_SLOPE, WeightNorm, WNConv1d
+from .audio import spec_to_mel, mel_spectrogram, figure_png, synthetic_vowel, spectrogram
+from .data import load_feature, file_hash, save_feature
+from .sovits import LRELU_SLOPE, WeightNorm, WNConv1d, SoVITS
+from .checkpoints import safe_load, read_checkpoint, sovits_version, checkpoint_kind, save_checkpoint, remove_stale_temporaries, save_sovits, save_gpt
+
 
 # %% auto #0
 __all__ = ['SOVITS_NEEDS', 'GPT_NEEDS', 'FEATURES', 'HZ_TOKENS', 'SOVITS_BUCKETS', 'PERIOD_CHANNELS', 'SCALE_CHANNELS',
@@ -325,7 +327,6 @@ def pretrained_discriminator(version: str, local_dir=None) -> Path:
 
 def load_discriminator(path, version: str, device="cpu") -> MultiPeriodDiscriminator:
     "A full-size `MultiPeriodDiscriminator` with the weights of a released s2D*.pth ({'weight': state dict}), read without running code."
-    from gpt_sovits_nb.checkpoints import safe_load
     try: obj = torch.load(path, map_location="cpu", weights_only=True)      # tensors and containers only
     except Exception:
         obj, _ = safe_load(path)                                              # raises CheckpointError naming the problem
@@ -392,7 +393,6 @@ def sovits_losses(model, batch: dict, c_mel: float = 45.0, c_kl: float = 1.0, am
 def load_sovits_for_training(source, device="cpu"):
     """A SoVITS with its posterior encoder (`posterior=True`) from a weights file or a `SoVITS`, in train mode -> (model, message).
     Released fine-tuning bases (s2G*.pth) carry `enc_q`; exported voices and inference files do not: then it starts freshly."""
-    from gpt_sovits_nb.sovits import SoVITS
     if isinstance(source, SoVITS):
         state, where = source.state_dict(), "the given model"
         model = SoVITS(source.config, posterior=True)
@@ -400,7 +400,6 @@ def load_sovits_for_training(source, device="cpu"):
         model.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items() if k in want}, strict=False)
         model.version, model.info, model.source_config = source.version, source.info, source.source_config
     else:
-        from gpt_sovits_nb.checkpoints import read_checkpoint, sovits_version, checkpoint_kind
         ckpt, f = read_checkpoint(source)
         if checkpoint_kind(ckpt) != "sovits": raise CheckpointError(f"'{f.path}' is not a SoVITS (s2) weights file: pass it to load_gpt, or pick the .pth file.")
         state, where = ckpt["weight"], f"'{f.path}'"
@@ -532,7 +531,6 @@ def _write_manifest(folder, entries: dict):
 def save_training_checkpoint(state: Mapping, folder, kind: str, step: int, keep_last: int = 2) -> Path:
     """Write `state` atomically as folder/<kind>-<step>.pt, record its SHA-256 in the manifest, and keep the newest `keep_last`
     of the checkpoints the manifest lists (files the trainer did not write are never deleted)."""
-    from gpt_sovits_nb.checkpoints import save_checkpoint
     folder = Path(folder)
     try:
         path = save_checkpoint({"format": CKPT_FORMAT, "kind": kind, "step": int(step), **state}, checkpoint_path(folder, kind, step))
@@ -576,7 +574,6 @@ def latest_checkpoint(folder, kind: str) -> tuple[Path, dict] | None:
     """The newest sound training checkpoint of `kind` in `folder` as (path, state), or None. A damaged one (unreadable,
     checksum mismatch, NaN weights) is passed over with a warning that says so; stray temporary files are removed."""
     folder = Path(folder)
-    from gpt_sovits_nb.checkpoints import remove_stale_temporaries
     remove_stale_temporaries(folder, f".{kind}-*.tmp")        # those of a killed run; a live trainer's are left alone
     manifest = read_manifest(folder)
     for _, p in reversed(list_checkpoints(folder, kind)):
@@ -1063,7 +1060,6 @@ def sovits_train_section(cfg: SoVITSTrainConfig, model_cfg: SoVITSConfig) -> dic
 
 def export_sovits(trainer_or_model, path, name: str = "my_voice", train_config: SoVITSTrainConfig | None = None) -> Path:
     "Save a fine-tuned SoVITS (a SoVITSTrainer's model, or a SoVITS) as the official WebUI expects; returns the path."
-    from gpt_sovits_nb.checkpoints import save_sovits
     trainer = trainer_or_model if isinstance(trainer_or_model, SoVITSTrainer) else None
     model = trainer.model if trainer else trainer_or_model
     ckpt = model.to_checkpoint_dict(half=True)
@@ -1091,7 +1087,6 @@ def export_gpt(trainer_or_model, path, name: str = "my_voice", train_config: GPT
                version: str | None = None) -> Path:
     """Save a fine-tuned GPT (a GPTTrainer's model, or a Text2SemanticGPT) as s1_train.py does; returns the path.
     `version`: the model set it belongs to (names the WebUI folder in its config; default v1 or v2 from its phone table)."""
-    from gpt_sovits_nb.checkpoints import save_gpt
     trainer = trainer_or_model if isinstance(trainer_or_model, GPTTrainer) else None
     gpt = trainer.gpt if trainer else trainer_or_model
     ckpt = gpt.to_checkpoint_dict(half=True)
@@ -1105,8 +1100,6 @@ def synthetic_feature_set(folder, n_clips: int = 4, seconds: tuple = (2.0, 4.0),
                           n_symbols: int = 732, sovits=None, seed: int = 0) -> Path:
     """A feature folder as `extract_features` writes it, from synthetic vowels with random SSL features and phone ids (and
     random `sv` embeddings): for tests and benchmarks that must not need real models. Tokens come from `sovits` if given."""
-    from gpt_sovits_nb.audio import synthetic_vowel, spectrogram
-    from gpt_sovits_nb.data import save_feature
     folder, rng = Path(folder), np.random.default_rng(seed)
     records = []
     for i in range(n_clips):

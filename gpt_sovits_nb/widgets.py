@@ -11,11 +11,14 @@ from typing import Sequence
 import torch
 
 from .core import SAMPLING, TextError, VERSIONS, add_classes
-from .audio import figure_png, plot_spectrogram, spectrogram, resample, audio_player, SR_SOVITS
+from .audio import figure_png, plot_spectrogram, spectrogram, resample, audio_player, SR_SOVITS, show_figure
 from .text import LANGUAGES, front_end
 from .speaker import clip_from_bytes, compare_clips, decode_upload, in_colab, record_clip, similarity_figure
 from .gpt import plot_next_token_distribution, sampling_distribution
 from .sovits import SoVITS
+from .pipeline import Reference
+from .corpus import load_corpus
+
 
 # %% auto #0
 __all__ = ['compare_figure', 'figure_output', 'audio_output', 'clone_widget', 'text_front_end_widget', 'default_pick',
@@ -57,7 +60,6 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
     `ref` is a `Reference` or a clip's path (then pass `ref_text`, or None for reference-free mode). Returns the box;
     `box._gsv` holds the widgets and `speak()` (what the button calls), for tests and scripts."""
     import ipywidgets as W
-    from gpt_sovits_nb.pipeline import Reference
     reference = ref if isinstance(ref, Reference) else cloner.prepare_reference(ref, ref_text, ref_lang or lang)
     wide = {"description_width": "initial"}
     t_text = W.Textarea(value=text, description="text", layout=W.Layout(width="95%", height="4em"))
@@ -157,9 +159,7 @@ def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float =
     """Upload / record / pick voices and compare them: similarity heatmap and 2-D map. `corpus_clips`: Clip objects (default: the
     corpus); two clips of each of three voices start picked (`default_pick`)."""
     import ipywidgets as W
-    from gpt_sovits_nb.audio import show_figure   # a PNG: a bare display(Figure) shows only text in a fresh kernel
     if corpus_clips is None:
-        from gpt_sovits_nb.corpus import load_corpus
         corpus_clips = load_corpus()
     options = [(f"{c.speaker} / {Path(c.path).stem}", i) for i, c in enumerate(corpus_clips)]
     upload = W.FileUpload(accept="audio/*", multiple=True, description="Upload clips")
@@ -210,7 +210,6 @@ def speaker_widget(corpus_clips: Sequence | None = None, record_seconds: float =
 def sampling_widget(logits: torch.Tensor, prev_tokens: torch.Tensor | None = None):
     "Sliders for top_k, top_p, temperature and repetition penalty over `logits` [V]; redraws the next-token distribution."
     import ipywidgets as W
-    from gpt_sovits_nb.audio import show_figure
     logits = logits.detach().float().cpu().reshape(-1)
     base = torch.softmax(logits, -1)
     top_k = W.IntSlider(value=15, min=0, max=50, description="top_k")
@@ -240,7 +239,6 @@ def decode_widget(model: SoVITS, codes: torch.Tensor, phones: torch.Tensor, refe
     "Sliders for noise_scale and speed that re-run `model.decode` and show the spectrogram and an audio player."
     import ipywidgets as W
     from IPython.display import display
-    from gpt_sovits_nb.audio import audio_player, plot_spectrogram, show_figure, spectrogram
     noise = W.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, description="noise_scale", continuous_update=False)
     speed = W.FloatSlider(value=1.0, min=0.5, max=2.0, step=0.05, description="speed", continuous_update=False)
     status, out = W.HTML(), W.Output()
