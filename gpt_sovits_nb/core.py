@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #3802dec1
 from __future__ import annotations
 import os, random, re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, fields
 from typing import Any, Mapping
 
@@ -16,8 +17,8 @@ __all__ = ['VERSIONS', 'GPT_VERSIONS', 'NANO', 'MODEL_VERSIONS', 'DEFAULT_VERSIO
            'SOVITS_CONFIGS', 'SAMPLING', 'SAMPLING_KNOBS', 'LANGS', 'CUT_METHODS', 'GSVError', 'AudioError',
            'TextError', 'CheckpointError', 'UnsafeCheckpointError', 'WeightsNotFoundError', 'ConfigError',
            'error_message', 'check_version', 'phone_table', 'is_pro', 'plain', 'config_section', 'GPTConfig',
-           'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything', 'env_flag', 'fast_mode',
-           'add_classes', 'DocMarkdown']
+           'SoVITSConfig', 'Sampling', 'get_device', 'default_dtype', 'seed_everything', 'seeded', 'env_flag',
+           'fast_mode', 'add_classes', 'DocMarkdown']
 
 # %% ../nbs/00_core.ipynb #04149b44
 class GSVError(Exception):
@@ -248,11 +249,19 @@ def default_dtype(device: str | torch.device = "cpu", half: bool | None = None) 
     return torch.float16 if half else torch.float32
 
 def seed_everything(seed: int) -> int:
-    "Seed Python, NumPy and torch (CPU and CUDA) so sampling is repeatable; returns the seed."
+    "Seed Python, NumPy and torch (CPU and CUDA) so sampling is repeatable; returns the seed. For notebooks and scripts: library calls never do this."
     seed = int(seed)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
+
+@contextmanager
+def seeded(seed: int):
+    """Inside: torch's global generator seeded with `seed` (random weights built the same every time); after: the caller's
+    random state as it was, so a library call that builds a model changes no one else's random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 # %% ../nbs/00_core.ipynb #6825e21a
 def env_flag(name: str) -> bool:

@@ -23,7 +23,7 @@ from .gpt import Text2SemanticGPT
 from .mel_sovits import MelSoVITS, install_tokenizer, vocoder_mel, load_vocoder, VOCODER_SR
 from .sovits import length_mask
 from .train import (Trainer, BatchStream, WarmupCosine, gpt_loss, collate_gpt, grad_norm, plain_state_dict)
-from .core import plain
+from .core import plain, seeded
 from .corpus import load_corpus
 from .pipeline import text_features
 from .checkpoints import save_gpt, save_sovits, checkpoint_info, load_sovits
@@ -359,9 +359,9 @@ def nano_models(tokenizer: KMeansTokenizer, size: str = "cpu", seed: int = 0) ->
     scfg.codebook_size, scfg.ssl_dim = tokenizer.n_units, tokenizer.dim
     scfg.phone_classes = 0 if tokenizer.encoder is None else tokenizer.encoder.n_phones       # the front end the tokens need
     if tokenizer.encoder is not None: scfg.phone_channels = tokenizer.encoder.channels
-    torch.manual_seed(seed)
-    gpt = Text2SemanticGPT(gcfg)
-    sovits = install_tokenizer(MelSoVITS(scfg), tokenizer)
+    with seeded(seed):
+        gpt = Text2SemanticGPT(gcfg)
+        sovits = install_tokenizer(MelSoVITS(scfg), tokenizer)
     return gpt, sovits
 
 # %% ../nbs/11a_nano.ipynb #57eb2c36

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .core import (GSVError, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
+from .core import (GSVError, seeded, AudioError, TextError, ConfigError, WeightsNotFoundError, check_version, phone_table,
                                 get_device, seed_everything, VERSIONS, NANO, DEFAULT_VERSION, SAMPLING, SAMPLING_KNOBS, GPTConfig, SoVITSConfig)
 from .hub import WEIGHTS_FOR, KNOWN_WEIGHTS, _cached, hub_reachable, pretrained_weights
 from .text import clean_text, phones_to_ids, split_by_language
@@ -100,15 +100,15 @@ def make_tiny_models(out_dir, version: str = "v2", seed: int = 0) -> ModelPaths:
     check_version(version, ("v1", "v2"))
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     hidden_ssl, hidden_bert = 48, 32
-    torch.manual_seed(seed)
-    gpt = Text2SemanticGPT(GPTConfig(phoneme_vocab_size=512 if version == "v1" else 732, embedding_dim=64, hidden_dim=64,
-                                     head=4, n_layer=2, bert_dim=hidden_bert))
+    with seeded(seed):
+        gpt = Text2SemanticGPT(GPTConfig(phoneme_vocab_size=512 if version == "v1" else 732, embedding_dim=64, hidden_dim=64,
+                                         head=4, n_layer=2, bert_dim=hidden_bert))
     paths = ModelPaths(gpt=out / f"tiny_gpt_{version}.ckpt", sovits=out / f"tiny_sovits_{version}.pth",
                        hubert=out / "tiny-hubert", bert=out / "tiny-bert")
-    torch.manual_seed(seed + 1)
-    sov = SoVITS(SoVITSConfig(version=version, inter_channels=32, hidden_channels=64, filter_channels=128, n_heads=2,
-                              n_layers=2, upsample_initial_channel=64, resblock_kernel_sizes=[3],
-                              resblock_dilation_sizes=[[1, 3]], ssl_dim=hidden_ssl, gin_channels=64))
+    with seeded(seed + 1):
+        sov = SoVITS(SoVITSConfig(version=version, inter_channels=32, hidden_channels=64, filter_channels=128, n_heads=2,
+                                  n_layers=2, upsample_initial_channel=64, resblock_kernel_sizes=[3],
+                                  resblock_dilation_sizes=[[1, 3]], ssl_dim=hidden_ssl, gin_channels=64))
     save_gpt(gpt, paths.gpt, info=f"tiny random {version} GPT (gpt_sovits_nb.pipeline.make_tiny_models, seed {seed})", webui_check=False)
     save_sovits(sov, paths.sovits, info=f"tiny random {version} SoVITS (seed {seed})", webui_check=False)
     tiny_random_hubert(paths.hubert, hidden_size=hidden_ssl, seed=seed)

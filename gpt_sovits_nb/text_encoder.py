@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .core import CheckpointError, ConfigError, TextError, WeightsNotFoundError, default_dtype, get_device
+from .core import CheckpointError, ConfigError, TextError, WeightsNotFoundError, default_dtype, get_device, seeded
 from .hub import pretrained_weights
 
 # %% auto #0
@@ -97,8 +97,7 @@ def tiny_random_bert(path, chars: str, hidden_size: int = 64, num_layers: int = 
         config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                             num_attention_heads=num_heads, intermediate_size=intermediate_size,
                             max_position_embeddings=max_positions)
-        torch.manual_seed(seed)
-        BertForMaskedLM(config).eval().save_pretrained(str(path))
+        with seeded(seed): BertForMaskedLM(config).eval().save_pretrained(str(path))
     return path
 
 # %% ../nbs/03_text_encoder.ipynb #787d94fd

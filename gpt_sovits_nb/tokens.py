@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from fastcore.basics import patch
 
-from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError
+from .core import AudioError, CheckpointError, ConfigError, TextError, WeightsNotFoundError, seeded
 from .hub import pretrained_weights
 from .audio import check_audio, load_audio, resample, mel_spectrogram
 from .text_encoder import WEIGHT_FILES, hf_model_dir, load_hf_model, quiet_transformers
@@ -129,8 +129,7 @@ def tiny_random_hubert(path, hidden_size: int = 48, num_layers: int = 2, num_hea
     cfg = HubertConfig(hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
                        intermediate_size=2 * hidden_size, conv_dim=(conv_dim,) * 7, num_conv_pos_embeddings=16,
                        num_conv_pos_embedding_groups=4)
-    torch.manual_seed(seed)
-    with quiet_transformers():
+    with seeded(seed), quiet_transformers():
         HubertModel(cfg).eval().save_pretrained(str(path))
     return path
 
