@@ -51,16 +51,10 @@ def audio_output(wav: torch.Tensor, sr: int) -> dict:
     return {"output_type": "display_data", "metadata": {},
             "data": {"text/html": player._repr_html_(), "text/plain": f"<audio: {wav.shape[-1] / sr:.2f} s at {sr} Hz>"}}
 
-# %% ../nbs/13_widgets.ipynb #ce4090c0
-def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a few seconds of speech.", lang: str = "en",
-                 ref_text: str | None = None, ref_lang: str | None = None, temperature: float = SAMPLING.temperature, top_k: int = SAMPLING.top_k,
-                 speed: float = 1.0, noise_scale: float = 0.5, seed: int = 0, max_new_tokens: int = SAMPLING.max_new_tokens,
-                 auto: bool = True, speak_now: bool = True):
-    """A box to clone `ref`'s voice with sliders for temperature, top-k, speed and noise_scale and a speak button.
-    `ref` is a `Reference` or a clip's path (then pass `ref_text`, or None for reference-free mode). Returns the box;
-    `box._gsv` holds the widgets and `speak()` (what the button calls), for tests and scripts."""
+# %% ../nbs/13_widgets.ipynb #040b0d63
+def _studio_inputs(text: str, temperature: float, top_k: int, speed: float, noise_scale: float, seed: int, auto: bool) -> dict:
+    "The studio's inputs: the text box, the four knobs, the seed, 'speak on change', the reading-guide switch and the speak button."
     import ipywidgets as W
-    reference = ref if isinstance(ref, Reference) else cloner.prepare_reference(ref, ref_text, ref_lang or lang)
     wide = {"description_width": "initial"}
     t_text = W.Textarea(value=text, description="text", layout=W.Layout(width="95%", height="4em"))
     t_temp = W.FloatSlider(value=temperature, min=0.1, max=2.0, step=0.05, description="temperature", style=wide,
@@ -72,9 +66,26 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
                             continuous_update=False, readout_format=".2f")
     t_seed = W.IntText(value=seed, description="seed", layout=W.Layout(width="12em"))
     t_auto = W.Checkbox(value=auto, description="speak on change", indent=False, layout=W.Layout(width="12em"))
-    guidable = bool(cloner.gpt.aligned_heads)          # the nano GPT: its reading guide can be switched off (chapter 06)
     t_guide = W.Checkbox(value=True, description="reading guide", indent=False, layout=W.Layout(width="12em"))
     t_speak = W.Button(description="speak", button_style="primary", icon="play")
+    return dict(text=t_text, temperature=t_temp, top_k=t_topk, speed=t_speed, noise=t_noise, seed=t_seed, auto=t_auto,
+                guided=t_guide, speak_button=t_speak)
+
+
+# %% ../nbs/13_widgets.ipynb #ce4090c0
+def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a few seconds of speech.", lang: str = "en",
+                 ref_text: str | None = None, ref_lang: str | None = None, temperature: float = SAMPLING.temperature, top_k: int = SAMPLING.top_k,
+                 speed: float = 1.0, noise_scale: float = 0.5, seed: int = 0, max_new_tokens: int = SAMPLING.max_new_tokens,
+                 auto: bool = True, speak_now: bool = True):
+    """A box to clone `ref`'s voice with sliders for temperature, top-k, speed and noise_scale and a speak button.
+    `ref` is a `Reference` or a clip's path (then pass `ref_text`, or None for reference-free mode). Returns the box;
+    `box._gsv` holds the widgets and `speak()` (what the button calls), for tests and scripts."""
+    import ipywidgets as W
+    reference = ref if isinstance(ref, Reference) else cloner.prepare_reference(ref, ref_text, ref_lang or lang)
+    guidable = bool(cloner.gpt.aligned_heads)          # the nano GPT: its reading guide can be switched off (chapter 06)
+    k = _studio_inputs(text, temperature, top_k, speed, noise_scale, seed, auto)
+    t_text, t_temp, t_topk, t_speed, t_noise, t_seed, t_auto, t_guide, t_speak = (
+        k[n] for n in ("text", "temperature", "top_k", "speed", "noise", "seed", "auto", "guided", "speak_button"))
     t_status, t_info = W.Label(value="ready"), W.HTML(value="")
     t_audio, t_plot = W.Output(), W.Output()
     lock, state = threading.Lock(), {"n": 0, "speech": None}
