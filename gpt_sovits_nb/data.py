@@ -424,6 +424,7 @@ def _repr_html_(self: DatasetReport) -> str:
         out.append(f'<tr style="background:{color}">' + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells) + "</tr>")
     return "\n".join(out) + "</table>"
 
+# %% ../nbs/10_data.ipynb #0dbdcc7d
 @patch
 def plot(self: DatasetReport):
     "Four charts: durations, SNR per clip, clipping per clip, silence per clip (red: excluded, green: usable)."

@@ -794,6 +794,47 @@ def train_nano(work_dir, recipe: str = "cpu", device="auto", sovits_steps: int |
     log(f"{stamp()} exported {paths[0]} and {paths[1]}; training took {trained['sovits']:.1f} + {trained['gpt']:.1f} min")
     return paths
 
+# %% ../nbs/11a_nano.ipynb #6fd5501a
+def _card_quality(recipe: str, summary: dict, floor: dict, resynthesis: dict | None) -> str:
+    "The card's 'Measured quality' section: the held-out numbers beside the real voices', and the verdict on the bar."
+    pct = lambda x: f"{100 * x:.1f} %"
+    temp = NANO_RECIPES[recipe].get("temperature", 1.0)
+    rep = {**SAMPLING.__dict__, **(NANO_RECIPES[recipe].get("sampling") or {})}["repetition_penalty"]
+    folded = f", which fold in a temperature of {temp:g} (`export_nano`)" if temp != 1 else ""
+    wer_ok, voice_ok, person_ok = summary["wer"] <= 0.35, summary["right_voice"] == 1.0, summary.get("right_person") == 1.0
+    verdict = ("The model meets the bar it aims for: at most 35 % word error rate, and the right voice for every clone." if wer_ok and voice_ok else
+               "The model meets the word-error-rate part of the bar it aims for (at most 35 %) and gives every clone the right person, "
+               "not yet the exact voice (engine included) for every clone: Resemblyzer hears the two engines of one person as nearly "
+               "the same voice (on the real recordings, too: see the last column and chapter 12's `voice_margins`)." if wer_ok and person_ok else
+               "The model meets the word-error-rate part of the bar it aims for (at most 35 %), not yet the voice part (the right "
+               "voice for every clone)." if wer_ok else
+               "The model does **not** yet meet the bar it aims for (at most 35 % word error rate, the right voice for every clone).")
+    person_row = (f"| nearest training speaker is the person asked for, through either engine (`person_of`) | {pct(summary['right_person'])} | "
+                  f"{pct(floor['right_person'])} |\n" if "right_person" in summary and "right_person" in floor else "")
+    return f"""## Measured quality
+
+On the corpus's held-out sentences spoken in each of the six training voices ({summary["outputs"]} clones; each reference
+a 3-10 s training clip of that voice; the sampling the file recommends: top-k 15, temperature 1 over the exported
+logits{folded}, repetition penalty {rep:g}; and the reading guide on the GPT's aligned heads (`ReadingGuide`, chapter 06; `guided=False` turns it off); seed =
+request number), measured by
+`gpt_sovits_nb.eval.evaluate`:
+
+| measure | nano model | the real voices (same sentences) |
+|---|---|---|
+| word error rate (pocketsphinx, numbers spelled out) | {pct(summary["wer"])} | {pct(floor["wer"])} |
+| word error rate of the decoder alone (each held-out recording rebuilt from its own tokens) | {pct(resynthesis["wer"]) if resynthesis else "-"} | - |
+| nearest training speaker (Resemblyzer) is the one asked for | {pct(summary["right_voice"])} | {pct(floor["right_voice"])} |
+{person_row}| speaker similarity to the reference clip (Resemblyzer cosine) | {summary["similarity"]:.3f} | - |
+| words skipped / repeated (from the ASR alignment) | {summary["skipped"]} / {summary["repeated"]} | {floor["skipped"]} / {floor["repeated"]} |
+
+The word error rate of the real voices is the recogniser's own floor; the decoder-alone row shows how much the SoVITS
+loses and how much the GPT's tokens add. {verdict} The test suite (`tests/test_nano.py`) checks
+both parts of the bar and the right person (each an expected failure while the model misses it) and guards these measured numbers
+(`quality.json`) against regressions.
+
+"""
+
+
 # %% ../nbs/11a_nano.ipynb #6e1c1ad7
 def nano_model_card(gpt_file, sovits_file, data: NanoData, recipe: str, summary: dict, floor: dict, train_minutes: dict,
                     steps: dict, resynthesis: dict | None = None) -> str:
@@ -805,22 +846,9 @@ def nano_model_card(gpt_file, sovits_file, data: NanoData, recipe: str, summary:
               f"{NANO_RECIPES[recipe].get('phone_steps', 0)} steps on the utterances that pocketsphinx force-aligned; k-means fitted on 400 utterances"
               if enc is not None else f"{data.n_units} k-means units over MFCC frames at 25 Hz (`KMeansTokenizer`, fitted on 400 utterances)")
     spk = sorted(set(data.speakers))
-    pct = lambda x: f"{100 * x:.1f} %"
-    gcfg, temp = NANO_RECIPES[recipe]["gpt"], NANO_RECIPES[recipe].get("temperature", 1.0)
-    rep = {**SAMPLING.__dict__, **(NANO_RECIPES[recipe].get("sampling") or {})}["repetition_penalty"]
-    folded = f", which fold in a temperature of {temp:g} (`export_nano`)" if temp != 1 else ""
+    gcfg = NANO_RECIPES[recipe]["gpt"]
     gpt_extra = (f"; forced-alignment loss on {len(gcfg.attention_heads)} attention heads, weight {gcfg.aligned_attention:g}"
                  if gcfg.aligned_attention > 0 else "")
-    wer_ok, voice_ok, person_ok = summary["wer"] <= 0.35, summary["right_voice"] == 1.0, summary.get("right_person") == 1.0
-    verdict = ("The model meets the bar it aims for: at most 35 % word error rate, and the right voice for every clone." if wer_ok and voice_ok else
-               "The model meets the word-error-rate part of the bar it aims for (at most 35 %) and gives every clone the right person, "
-               "not yet the exact voice (engine included) for every clone: Resemblyzer hears the two engines of one person as nearly "
-               "the same voice (on the real recordings, too: see the last column and chapter 12's `voice_margins`)." if wer_ok and person_ok else
-               "The model meets the word-error-rate part of the bar it aims for (at most 35 %), not yet the voice part (the right "
-               "voice for every clone)." if wer_ok else
-               "The model does **not** yet meet the bar it aims for (at most 35 % word error rate, the right voice for every clone).")
-    person_row = (f"| nearest training speaker is the person asked for, through either engine (`person_of`) | {pct(summary['right_person'])} | "
-                  f"{pct(floor['right_person'])} |\n" if "right_person" in summary and "right_person" in floor else "")
     return f"""# The nano GPT-SoVITS model
 
 A small GPT-SoVITS trained from scratch by `gpt_sovits_nb` (chapter 11a, `tools/train_nano.py`, recipe `{recipe}`), shipped
@@ -852,28 +880,7 @@ Tokens: {tokens}.
 Both stages together: {train_minutes["sovits"] + train_minutes["gpt"]:.1f} minutes of training (plus
 {train_minutes.get("data", 0):.1f} minutes to speak and featurise the data), on 2 CPU cores, float32.
 
-## Measured quality
-
-On the corpus's held-out sentences spoken in each of the six training voices ({summary["outputs"]} clones; each reference
-a 3-10 s training clip of that voice; the sampling the file recommends: top-k 15, temperature 1 over the exported
-logits{folded}, repetition penalty {rep:g}; and the reading guide on the GPT's aligned heads (`ReadingGuide`, chapter 06; `guided=False` turns it off); seed =
-request number), measured by
-`gpt_sovits_nb.eval.evaluate`:
-
-| measure | nano model | the real voices (same sentences) |
-|---|---|---|
-| word error rate (pocketsphinx, numbers spelled out) | {pct(summary["wer"])} | {pct(floor["wer"])} |
-| word error rate of the decoder alone (each held-out recording rebuilt from its own tokens) | {pct(resynthesis["wer"]) if resynthesis else "-"} | - |
-| nearest training speaker (Resemblyzer) is the one asked for | {pct(summary["right_voice"])} | {pct(floor["right_voice"])} |
-{person_row}| speaker similarity to the reference clip (Resemblyzer cosine) | {summary["similarity"]:.3f} | - |
-| words skipped / repeated (from the ASR alignment) | {summary["skipped"]} / {summary["repeated"]} | {floor["skipped"]} / {floor["repeated"]} |
-
-The word error rate of the real voices is the recogniser's own floor; the decoder-alone row shows how much the SoVITS
-loses and how much the GPT's tokens add. {verdict} The test suite (`tests/test_nano.py`) checks
-both parts of the bar and the right person (each an expected failure while the model misses it) and guards these measured numbers
-(`quality.json`) against regressions.
-
-## Licence
+{_card_quality(recipe, summary, floor, resynthesis)}## Licence
 
 The weights are released under the project's licence (MIT). They were trained on audio generated by flite (CMU free
 licence, BSD-like: voices built from the CMU ARCTIC recordings and Kevin Lenzo's diphones) and festival voices
