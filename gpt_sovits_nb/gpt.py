@@ -409,7 +409,8 @@ def decode(self: Text2SemanticGPT, phones, bert, prompt=None,
                                repetition_penalty, min_new_tokens, generator)   # logits -> the chosen token
             yield step
             if step.eos: return
-            if graph and static is None: static = StaticStep(self, cache, N)   # built (and captured) once, after the prefill
+            if graph:
+                if static is None: static = StaticStep(self, cache, N)       # built (and captured) once, after the prefill
             elif use_cache:
                 step_input, attend = self.embed_audio(step.token, start=P + i), None  # one new position, sees everything
     finally:
@@ -470,8 +471,9 @@ def check_inputs(self: Text2SemanticGPT, phones, bert, prompt=None):
 
 
 # %% ../nbs/06_gpt.ipynb #7618275d
+@patch
 @torch.inference_mode()
-def _infer_batch(self, phones, bert, prompt=None,
+def infer_batch(self: Text2SemanticGPT, phones, bert, prompt=None,
                  top_k=SAMPLING.top_k, top_p=SAMPLING.top_p, temperature=SAMPLING.temperature, repetition_penalty=SAMPLING.repetition_penalty,
                  max_new_tokens: int = MAX_NEW_TOKENS, min_new_tokens: int = MIN_NEW_TOKENS,
                  generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -517,7 +519,6 @@ def _infer_batch(self, phones, bert, prompt=None,
         attend = real[:, None, None, :cache.length + 1]                      # [B, 1, 1, S]: everything but padding
     return [torch.cat(o)[None] if o else torch.zeros(1, 0, dtype=torch.long, device=x.device) for o in out]
 
-Text2SemanticGPT.infer_batch = _infer_batch
 
 # %% ../nbs/06_gpt.ipynb #bb2b825a
 def plot_next_token_distribution(probs: torch.Tensor, base: torch.Tensor | None = None, top: int = 30, ax=None, title: str = "next-token distribution"):
@@ -666,7 +667,6 @@ class ReadingGuide:
 def quantize_int8(gpt: "Text2SemanticGPT") -> "Text2SemanticGPT":
     """A copy of `gpt` (CPU, float32) for fast CPU decoding: int8 weights in every linear layer but the output layer
     (dynamic quantisation); for decoding only (it cannot be saved or trained). See the measured agreement in chapter 06."""
-    import copy
     from torch.ao.quantization import quantize_dynamic, default_dynamic_qconfig
     if gpt.device.type != "cpu" or gpt.dtype != torch.float32:
         raise ConfigError(f"quantize_int8 works on a float32 CPU model; this one is {gpt.dtype} on {gpt.device}: .float().cpu() it first.")
@@ -712,10 +712,9 @@ class StaticStep:
         self.mask = torch.zeros(1, 1, 1, cache.capacity, dtype=torch.bool, device=dev)
         self.mask[..., :cache.length] = True                     # the prefill's positions
         self.positions = gpt.ar_audio_position.table(cache.capacity - n_text, torch.empty(0, dtype=dtype, device=dev))
-        self.graph = None
+        self.graph, self.logits = None, None
         if graph is None: graph = dev.type == "cuda"
         if graph: self._capture()
-        else: self.logits = self._run()
 
     def _run(self) -> torch.Tensor:
         "The step itself, reading only the fixed tensors: mark pos, embed the token at audio position pos - N, run the layers."

@@ -465,17 +465,24 @@ class MelSoVITSTrainer(Trainer):
         return {"loss/mel": loss.item(), "grad_norm": gn, "lr": lr, "epoch": self.stream.epoch}
 
 # %% ../nbs/11a_nano.ipynb #5f7db929
+def _one_model_state(net, optim, sched, stream) -> dict:
+    "What a nano trainer's checkpoint adds: its one model, optimizer, schedule and batch stream, and the model's config."
+    return {"model": plain_state_dict(net), "optim": optim.state_dict(), "sched": sched.state_dict(),
+            "stream": stream.state_dict(), "model_config": plain(asdict(net.config))}
+
+def _load_one_model_state(d, net, optim, sched, stream, what: str):
+    "Restore `_one_model_state`'s dict `d`; a checkpoint of another `what` is refused."
+    if d.get("model_config") != plain(asdict(net.config)):
+        raise ConfigError(f"This checkpoint was made for another {what}: use the same model, or a new run_dir.")
+    net.load_state_dict(d["model"]); optim.load_state_dict(d["optim"]); sched.load_state_dict(d["sched"])
+    stream.load_state_dict(d["stream"])
+
 @patch
-def _state(self: MelSoVITSTrainer) -> dict:
-    return {"model": plain_state_dict(self.model), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-            "stream": self.stream.state_dict(), "model_config": plain(asdict(self.model.config))}
+def _state(self: MelSoVITSTrainer) -> dict: return _one_model_state(self.model, self.optim, self.sched, self.stream)
 
 @patch
 def _load_state(self: MelSoVITSTrainer, d):
-    if d.get("model_config") != plain(asdict(self.model.config)):
-        raise ConfigError("This checkpoint was made for another nano SoVITS (size or tokenizer): use the same model, or a new run_dir.")
-    self.model.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
-    self.stream.load_state_dict(d["stream"])
+    _load_one_model_state(d, self.model, self.optim, self.sched, self.stream, "nano SoVITS (size or tokenizer)")
 
 @patch
 @torch.no_grad()
@@ -678,16 +685,11 @@ class NanoGPTTrainer(Trainer):
 
 # %% ../nbs/11a_nano.ipynb #04012db1
 @patch
-def _state(self: NanoGPTTrainer) -> dict:
-    return {"model": plain_state_dict(self.gpt), "optim": self.optim.state_dict(), "sched": self.sched.state_dict(),
-            "stream": self.stream.state_dict(), "model_config": plain(asdict(self.gpt.config))}
+def _state(self: NanoGPTTrainer) -> dict: return _one_model_state(self.gpt, self.optim, self.sched, self.stream)
 
 @patch
 def _load_state(self: NanoGPTTrainer, d):
-    if d.get("model_config") != plain(asdict(self.gpt.config)):
-        raise ConfigError("This checkpoint was made for another nano GPT (size or vocabulary): use the same model, or a new run_dir.")
-    self.gpt.load_state_dict(d["model"]); self.optim.load_state_dict(d["optim"]); self.sched.load_state_dict(d["sched"])
-    self.stream.load_state_dict(d["stream"])
+    _load_one_model_state(d, self.gpt, self.optim, self.sched, self.stream, "nano GPT (size or vocabulary)")
 
 @patch
 @torch.no_grad()

@@ -353,7 +353,7 @@ class Speech:
 # %% ../nbs/09_pipeline.ipynb #243769f8
 class VoiceCloner:
     "A loaded model set that clones voices: `synthesize(text, lang, ref, ref_text, ...) -> Speech`."
-    def __init__(self, gpt, sovits, ssl, bert=None, sv=None, device="cpu"):
+    def __init__(self, gpt, sovits, ssl, bert=None, sv=None, device="cpu", graph: bool = False):
         self.gpt, self.sovits, self.ssl, self.bert, self.sv = gpt, sovits, ssl, bert, sv
         self.device = torch.device(device)
         self.version = sovits.version
@@ -362,7 +362,7 @@ class VoiceCloner:
                               "SVEncoder.from_file('pretrained_eres2netv2w24s4ep4.ckpt').")
         self._lock = threading.Lock()               # one synthesis at a time: threads may share a cloner safely
         self._silence = None                        # token similarity to silence, for streaming (computed on first use)
-        self.graph = False                          # decode with the fixed-shape step, a CUDA graph on a GPU (chapter 06 section 11)
+        self.graph = bool(graph)                    # decode with the fixed-shape step, a CUDA graph on a GPU (chapter 06 section 11)
 
     @property
     def gpt_version(self) -> str: return phone_table(self.version)
@@ -388,9 +388,7 @@ class VoiceCloner:
             ssl = SSLEncoder.from_pretrained(paths.hubert, device=dev, half=half)
         bert = BertFeaturizer.from_pretrained(paths.bert, device=dev, half=half) if paths.bert is not None else None
         sv = SVEncoder.from_file(paths.sv, device=dev) if (sov.config.is_pro and paths.sv is not None) else None
-        cloner = cls(quantize_int8(gpt) if int8 else gpt, sov, ssl, bert, sv, device=dev)
-        cloner.graph = bool(graph)
-        return cloner
+        return cls(quantize_int8(gpt) if int8 else gpt, sov, ssl, bert, sv, device=dev, graph=graph)
 
     @classmethod
     def from_pretrained(cls, version: str | None = None, local_dir=None, device="auto", half: bool | None = None, int8: bool = False,
@@ -459,10 +457,10 @@ def _guide(self: VoiceCloner, call: _Call, tf: TextFeatures) -> ReadingGuide | N
     return ReadingGuide.for_text(self.gpt, len(call.reference.phones), tf.symbols) if call.knobs.get("guided") else None
 
 @patch
-def _steering(self: VoiceCloner, call: _Call, tf: TextFeatures) -> dict:
-    "How the GPT decodes one piece: its reading guide (or None), and the fixed-shape graph step when asked for and no guide holds it."
+def _steering(self: VoiceCloner, call: _Call, tf: TextFeatures, use_cache: bool = True) -> dict:
+    "How the GPT decodes one piece: its reading guide (or None), and the fixed-shape graph step when asked for, cached and unguided."
     guide = self._guide(call, tf)
-    return {"guide": guide, "graph": self.graph and guide is None}
+    return {"guide": guide, "graph": self.graph and use_cache and guide is None}
 
 @patch
 def _decode(self: VoiceCloner, call: _Call, piece: str, tf: TextFeatures, tokens: torch.Tensor, generator) -> torch.Tensor:
@@ -741,8 +739,8 @@ def stage_times(cloner: VoiceCloner, text: str, ref, ref_text: str | None = None
     with torch.inference_mode():
         for piece in pieces:
             t0 = clock(); tf = text_features(piece, lang, cloner.gpt_version, cloner.bert, cloner.gpt.config.bert_dim); t1 = clock()
-            steer = cloner._steering(call, tf) if use_cache else {"guide": cloner._guide(call, tf)}   # no graph without the cache
-            tok = cloner.gpt.infer(*cloner._gpt_inputs(call, tf), **k, use_cache=use_cache, generator=call.gen, **steer)[0]; t2 = clock()
+            tok = cloner.gpt.infer(*cloner._gpt_inputs(call, tf), **k, use_cache=use_cache, generator=call.gen,
+                                   **cloner._steering(call, tf, use_cache))[0]; t2 = clock()
             wavs.append(cloner._decode(call, piece, tf, tok, call.gen)); t3 = clock()
             front, gpt, sov = front + t1 - t0, gpt + t2 - t1, sov + t3 - t2
             tokens.append(tok.cpu())

@@ -130,9 +130,8 @@ def clone_widget(cloner, ref, text: str = "Hello! This voice was cloned from a f
     add_classes((box, "t-studio"), (t_text, "t-text"), (t_temp, "t-temperature"), (t_topk, "t-topk"), (t_speed, "t-speed"),
                    (t_noise, "t-noise"), (t_guide, "t-guided"), (t_seed, "t-seed"), (t_auto, "t-auto"), (t_speak, "t-speak"), (t_status, "t-status"),
                    (t_info, "t-info"), (t_audio, "t-audio"), (t_plot, "t-plot"))
-    box._gsv = dict(text=t_text, temperature=t_temp, top_k=t_topk, speed=t_speed, noise=t_noise, seed=t_seed, auto=t_auto,
-                    guided=t_guide, speak_button=t_speak, status=t_status, info=t_info, audio=t_audio, plot=t_plot, reference=reference,
-                    speak=speak, last=lambda: state["speech"])
+    box._gsv = dict(k, status=t_status, info=t_info, audio=t_audio, plot=t_plot, reference=reference, speak=speak,
+                    last=lambda: state["speech"])
     if speak_now: speak()
     return box
 

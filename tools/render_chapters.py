@@ -13,12 +13,17 @@ chapter changed without re-rendering fails CI with the command to run:
     python tools/render_chapters.py --check               # which copies are missing or out of date (no execution)
 """
 from __future__ import annotations
-import argparse, copy, json, os, re, subprocess, sys, time
+import argparse, base64, configparser, copy, io, json, os, re, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS, DOCS = ROOT / "nbs", ROOT / "docs"
-SKIP_FLAGS = {"slow", "gpu", "browser"}                 # settings.ini's tst_flags: cells CI does not run either
+def _test_flags() -> set[str]:
+    "settings.ini's tst_flags: the flags of cells nbdev_test (and so CI) does not run."
+    ini = configparser.ConfigParser(interpolation=None); ini.read(ROOT / "settings.ini")
+    return set(filter(None, ini["DEFAULT"].get("tst_flags", "").split("|")))
+
+SKIP_FLAGS = _test_flags()
 MAX_TEXT = 3000                                          # characters of one printout kept
 MAX_HTML = 60_000                                        # an HTML output bigger than this keeps only its text form
 MAX_IMAGE = 400_000                                      # base64 characters of one figure
@@ -58,7 +63,6 @@ def _plain(text: str) -> dict:
 def smaller_png(b64: str, over: int = 60_000) -> str:
     "A big PNG (base64) redrawn with a palette of 256 colours when that is smaller (plots and spectrograms look the same)."
     if len(b64) <= over: return b64
-    import base64, io
     from PIL import Image
     img = Image.open(io.BytesIO(base64.b64decode(b64)))
     buf = io.BytesIO()
@@ -104,7 +108,7 @@ def execute(chapter: Path) -> dict:
     raw = json.loads(chapter.read_text(encoding="utf-8"))
     if len(run.cells) != len(raw["cells"]): raise SystemExit(f"{chapter}: nbdev's view has another number of cells")
 
-    def no_eval(cell):
+    def no_eval(cell):                                   # nbdev_test's rule (nbdev.test.test_nb), which it does not export
         if cell.cell_type != "code": return True
         if "nbdev_export" + "(" in cell.source: return True
         direc = getattr(cell, "directives_", {}) or {}
@@ -117,7 +121,7 @@ def execute(chapter: Path) -> dict:
     count = 0
     for mine, theirs in zip(raw["cells"], run.cells):
         if mine["cell_type"] != "code": continue
-        outs = [o for o in (static_output(dict(o)) for o in (getattr(theirs, "outputs", None) or [])) if o is not None]
+        outs = [o for o in (static_output(o) for o in (getattr(theirs, "outputs", None) or [])) if o is not None]
         ran = getattr(theirs, "outputs", None) is not None and not no_eval(theirs)
         if ran: count += 1
         for o in outs:
