@@ -48,7 +48,10 @@ PSDATA = "pocketsphinx-testdata: BSD-2-Clause (Carnegie Mellon University)"
 LIBRIVOX = "public domain (LibriVox recording); shipped in pocketsphinx-testdata, BSD-2-Clause"
 
 # role "train": speaks the held-out sentences (split test_sentence) and training sentences (split train), the
-#   latter until its train clips last MIN_SECONDS.
+#   latter until its train clips last MIN_SECONDS. The training speakers are distinct people: a speaker encoder hears
+#   two engines of one person as nearly one voice, so "the nearest training speaker" would be ill-defined otherwise.
+# role "twin": a training person through another engine; speaks like a training speaker, but every clip is in split
+#   "twin" (neither trained on nor held out): for comparing engines, and for fine-tuning on a voice the models never saw.
 # role "heldout": the whole speaker is held out (split test_speaker); it speaks the held-out sentences and, when
 #   `minute` is set, training sentences until all its clips last MIN_SECONDS.
 TTS_VOICES = [
@@ -63,13 +66,13 @@ TTS_VOICES = [
          kind="tts", role="train", minute=True, licence=CMU_FLITE),
     dict(speaker="flite_kal16", engine="flite", voice="kal16", package="libflite1", person="kal",
          description="Kevin Lenzo's diphones, US English male (flite diphone voice, 16 kHz)",
-         kind="tts", role="train", minute=True, licence=CMU_FLITE),
+         kind="tts", role="twin", minute=True, licence=CMU_FLITE),
     dict(speaker="fest_kal", engine="festival", voice="kal_diphone", package="festvox-kallpc16k", person="kal",
          description="Kevin Lenzo's diphones, US English male (festival residual-LPC diphone voice)",
          kind="tts", role="train", minute=True, licence=EDINBURGH),
     dict(speaker="fest_slt_hts", engine="festival", voice="cmu_us_slt_arctic_hts", package="festvox-us-slt-hts",
          person="slt", description="CMU ARCTIC speaker slt, US English female (festival HTS voice, 32 kHz native)",
-         kind="tts", role="train", minute=True, licence=EST2003),
+         kind="tts", role="twin", minute=True, licence=EST2003),
     dict(speaker="fest_ked", engine="festival", voice="ked_diphone", package="festvox-kdlpc16k", person="ked",
          description="CSTR diphone speaker ked, US English male (festival residual-LPC diphone voice)",
          kind="tts", role="heldout", minute=True, licence=EDINBURGH),
@@ -121,6 +124,7 @@ SPLITS = {
     "train": "training speakers, training sentences",
     "test_sentence": "training speakers, held-out sentences (no training clip has these texts)",
     "test_speaker": "held-out speakers (no clip of theirs, nor of the same person, is in train)",
+    "twin": "a training person through another engine (flite or festival): neither trained on nor held out",
 }
 
 
@@ -209,12 +213,12 @@ def main(argv=None):
                 rows.append((rel, spk, "en", sentences[sid]))
                 clips.append(dict(path=rel, speaker=spk, split=split, sentence=sid, duration=write_clip(x, rel)))
                 return clips[-1]["duration"], sr
-            heldout_split = "test_sentence" if v["role"] == "train" else "test_speaker"
-            pool_split = "train" if v["role"] == "train" else "test_speaker"
+            heldout_split = {"train": "test_sentence", "twin": "twin"}.get(v["role"], "test_speaker")
+            pool_split = {"train": "train", "twin": "twin"}.get(v["role"], "test_speaker")
             spoken = [speak(sid, heldout_split) for sid in HELDOUT_SENTENCES]
             native = spoken[0][1]
             held = sum(d for d, _ in spoken)
-            needed = 0.0 if not v["minute"] else MIN_SECONDS - (0.0 if v["role"] == "train" else held)
+            needed = 0.0 if not v["minute"] else MIN_SECONDS - (0.0 if v["role"] != "heldout" else held)
             i, got = 0, 0.0
             while got < needed:  # a window over the training sentences that starts 9 sentences later per voice
                 got += speak(train_ids[(9 * k + i) % len(train_ids)], pool_split)[0]
@@ -251,10 +255,13 @@ def main(argv=None):
         sample_rate=RATE,
         train_speakers=sorted(s for s in speakers if speakers[s]["role"] == "train"),
         heldout_speakers=sorted(s for s in speakers if speakers[s]["role"] == "heldout"),
+        twin_speakers=sorted(s for s in speakers if speakers[s]["role"] == "twin"),
         heldout_sentences=HELDOUT_SENTENCES,
         clips=clips,
     )
     assert not any(speakers[s]["person"] in train_people for s in splits["heldout_speakers"])
+    assert len(train_people) == len(splits["train_speakers"]), "one training speaker per person"
+    assert all(speakers[s]["person"] in train_people for s in splits["twin_speakers"])
     (HERE / "splits.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
     (HERE / "speakers.json").write_text(json.dumps(speakers, indent=1) + "\n", encoding="utf-8")
     (HERE / "licenses").mkdir(exist_ok=True)

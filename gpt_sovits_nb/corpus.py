@@ -15,7 +15,7 @@ from .core import GSVError
 # %% auto #0
 __all__ = ['CORPUS_LIST', 'SPLITS_FILE', 'SPEAKERS_FILE', 'REPO_URL', 'LANG_ALIASES', 'SPLITS', 'KINDS', 'CorpusError',
            'corpus_dir', 'ListItem', 'normalize_lang', 'read_list', 'write_list', 'Clip', 'speaker_info', 'speakers',
-           'load_corpus', 'clips_by_speaker', 'speaker_table', 'plot_durations', 'reference_clip']
+           'load_corpus', 'clips_by_speaker', 'finetune_clips', 'speaker_table', 'plot_durations', 'reference_clip']
 
 # %% ../nbs/01a_corpus.ipynb #7dc352da
 class CorpusError(GSVError):
@@ -112,8 +112,8 @@ def write_list(path, items: Iterable, root=None) -> Path:
     return p
 
 # %% ../nbs/01a_corpus.ipynb #1571ec87
-SPLITS = ("train", "test_sentence", "test_speaker")
-"The corpus splits: training speakers x training sentences; training speakers x held-out sentences; held-out speakers."
+SPLITS = ("train", "test_sentence", "test_speaker", "twin")
+"The corpus splits: training speakers x training sentences; training speakers x held-out sentences; held-out speakers; twins."
 KINDS = ("recorded", "tts", "synthetic")
 "Speaker kinds: real recordings; a synthesiser built from one real person's recordings; rule-based synthesis."
 
@@ -156,7 +156,7 @@ def _check_choice(value, allowed, what):
         raise CorpusError(f"Unknown {what} {value!r}: use one of {', '.join(allowed)} (or None for all).")
 
 def speaker_info() -> dict[str, dict]:
-    "What each speaker is: kind, role (train/heldout), person, description, engine, voice, package, licence."
+    "What each speaker is: kind, role (train/heldout/twin), person, description, engine, voice, package, licence."
     return {k: dict(v) for k, v in _read_corpus(corpus_dir())[1].items()}
 
 def _of_kind(kind: str | None) -> list[str]:
@@ -190,6 +190,21 @@ def clips_by_speaker(split: str | None = None, speakers: str | Sequence[str] | N
     out: dict[str, list[Clip]] = {}
     for c in load_corpus(split, speakers, kind): out.setdefault(c.speaker, []).append(c)
     return out
+
+# %% ../nbs/01a_corpus.ipynb #17a37716
+def finetune_clips(speaker: str) -> tuple[list[Clip], list[Clip]]:
+    "(training-sentence clips to fine-tune on, held-out-sentence clips to compare with) of a training speaker or a twin."
+    info = speaker_info()
+    role = (info.get(speaker) or {}).get("role")
+    if role == "train": return load_corpus("train", speaker), load_corpus("test_sentence", speaker)
+    if role == "twin":
+        held = {c.sentence for c in load_corpus("test_sentence")}
+        clips = load_corpus("twin", speaker)
+        return [c for c in clips if c.sentence not in held], [c for c in clips if c.sentence in held]
+    usable = [s for s, v in info.items() if v["role"] in ("train", "twin")]
+    why = ("held-out speakers are kept for testing zero-shot cloning" if role == "heldout" else f"the corpus has {', '.join(info)}")
+    raise CorpusError(f"{speaker!r} is not a training speaker of the corpus (nor a twin of one), so it has no clips to fine-tune "
+                      f"on ({why}). Use one of: " + ", ".join(f"corpus:{s}" for s in usable) + ".")
 
 # %% ../nbs/01a_corpus.ipynb #957e80a3
 def speaker_table() -> list[dict]:

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from gpt_sovits_nb.core import GSVError
-from gpt_sovits_nb.corpus import (SPLITS, KINDS, Clip, CorpusError, ListItem, clips_by_speaker, corpus_dir,
+from gpt_sovits_nb.corpus import (SPLITS, KINDS, Clip, CorpusError, ListItem, clips_by_speaker, corpus_dir, finetune_clips,
                                   load_corpus, read_list, reference_clip, speaker_info, speaker_table, speakers,
                                   write_list)
 
@@ -86,6 +86,12 @@ def test_splits_disjoint_as_documented(items, meta, spk):
     # the fine-tuning chapter wants a minute per training speaker; every real-speaker tts voice has a minute
     for s in train_spk:
         assert sum(c["duration"] for c in by_split["train"] if c["speaker"] == s) >= 60, s
+    # one training speaker per person; the twins are a training person through another engine, and in no other split
+    assert len({spk[s]["person"] for s in train_spk}) == len(train_spk)
+    twins = {c["speaker"] for c in by_split["twin"]}
+    assert twins == set(meta["twin_speakers"]) == {s for s, v in spk.items() if v["role"] == "twin"} == {"fest_slt_hts", "flite_kal16"}
+    assert {spk[s]["person"] for s in twins} <= {spk[s]["person"] for s in train_spk} and not twins & (train_spk | test_spk)
+    assert {s for s, v in spk.items() if v["role"] == "train"} == train_spk
     for s, v in spk.items():
         if v["kind"] == "tts": assert sum(c["duration"] for c in meta["clips"] if c["speaker"] == s) >= 60, s
 
@@ -175,3 +181,15 @@ def test_read_write_list_bad_input(tmp_path):
     with pytest.raises(CorpusError, match="line break"): write_list(tmp_path / "x.list", [("a.wav", "x", "en", "a\nb")])
     with pytest.raises(CorpusError, match="item 2: expected"): write_list(tmp_path / "x.list", [("a", "x", "en", "t"), ("a", "b")])
     with pytest.raises(CorpusError, match="unknown language"): write_list(tmp_path / "x.list", [("a", "x", "fr", "t")])
+
+
+def test_finetune_clips_of_training_speakers_and_twins():
+    "Fine-tuning data of a training speaker or a twin: its training sentences, and held-out sentences to compare with."
+    for s in ("flite_slt", "fest_slt_hts"):
+        train, held = finetune_clips(s)
+        assert train and held and {c.speaker for c in train + held} == {s}
+        assert not {c.sentence for c in train} & {c.sentence for c in held} and sum(c.duration for c in train) >= 60
+        assert {c.sentence for c in held} == {c.sentence for c in load_corpus("test_sentence")}
+    for bad in ("ps_librivox", "nobody"):
+        with pytest.raises(CorpusError, match="not a training speaker") as e: finetune_clips(bad)
+        assert "corpus:flite_slt" in str(e.value) and "corpus:fest_slt_hts" in str(e.value) and "corpus:ps_librivox" not in str(e.value)

@@ -37,7 +37,8 @@ def ship(work: Path, recipe: str, log):
     for p in (g, s): shutil.copyfile(p, dest / p.name)
     (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     quality = {"heldout": report.summary(), "floor": floor.summary(), "resynthesis": resynth.summary(),
-               "measured_with": "tools/train_nano.py --ship: 36 held-out sentences x voices, pocketsphinx, Resemblyzer"}
+               "measured_with": f"tools/train_nano.py --ship: the corpus's held-out sentences in each training voice "
+                                    f"({report.summary()['outputs']} clones), pocketsphinx, Resemblyzer"}
     (dest / "quality.json").write_text(json.dumps(quality, indent=1), encoding="utf-8")
     log(f"held-out: {report.summary()}; resynthesis: {resynth.summary()}; real voices: {floor.summary()}")
     log(f"copied the files and MODEL_CARD.md into {dest}")
