@@ -54,6 +54,8 @@ LIBRIVOX = "public domain (LibriVox recording); shipped in pocketsphinx-testdata
 #   "twin" (neither trained on nor held out): for comparing engines, and for fine-tuning on a voice the models never saw.
 # role "heldout": the whole speaker is held out (split test_speaker); it speaks the held-out sentences and, when
 #   `minute` is set, training sentences until all its clips last MIN_SECONDS.
+ROLE_SPLITS = {"train": ("test_sentence", "train"), "twin": ("twin", "twin"), "heldout": ("test_speaker", "test_speaker")}
+"The splits of a voice's (held-out sentences, training sentences), by its role."
 TTS_VOICES = [
     dict(speaker="flite_awb", engine="flite", voice="awb", package="libflite1", person="awb",
          description="CMU ARCTIC speaker awb, Scottish English male (flite clustergen voice)",
@@ -213,8 +215,7 @@ def main(argv=None):
                 rows.append((rel, spk, "en", sentences[sid]))
                 clips.append(dict(path=rel, speaker=spk, split=split, sentence=sid, duration=write_clip(x, rel)))
                 return clips[-1]["duration"], sr
-            heldout_split = {"train": "test_sentence", "twin": "twin"}.get(v["role"], "test_speaker")
-            pool_split = {"train": "train", "twin": "twin"}.get(v["role"], "test_speaker")
+            heldout_split, pool_split = ROLE_SPLITS[v["role"]]
             spoken = [speak(sid, heldout_split) for sid in HELDOUT_SENTENCES]
             native = spoken[0][1]
             held = sum(d for d, _ in spoken)

@@ -196,15 +196,14 @@ def finetune_clips(speaker: str) -> tuple[list[Clip], list[Clip]]:
     "(training-sentence clips to fine-tune on, held-out-sentence clips to compare with) of a training speaker or a twin."
     info = speaker_info()
     role = (info.get(speaker) or {}).get("role")
-    if role == "train": return load_corpus("train", speaker), load_corpus("test_sentence", speaker)
-    if role == "twin":
-        held = {c.sentence for c in load_corpus("test_sentence")}
-        clips = load_corpus("twin", speaker)
-        return [c for c in clips if c.sentence not in held], [c for c in clips if c.sentence in held]
-    usable = [s for s, v in info.items() if v["role"] in ("train", "twin")]
-    why = ("held-out speakers are kept for testing zero-shot cloning" if role == "heldout" else f"the corpus has {', '.join(info)}")
-    raise CorpusError(f"{speaker!r} is not a training speaker of the corpus (nor a twin of one), so it has no clips to fine-tune "
-                      f"on ({why}). Use one of: " + ", ".join(f"corpus:{s}" for s in usable) + ".")
+    if role not in ("train", "twin"):
+        usable = [s for s, v in info.items() if v["role"] in ("train", "twin")]
+        why = ("held-out speakers are kept for testing zero-shot cloning" if role == "heldout" else f"the corpus has {', '.join(info)}")
+        raise CorpusError(f"{speaker!r} is not a training speaker of the corpus (nor a twin of one), so it has no clips to fine-tune "
+                          f"on ({why}). Use one of: " + ", ".join(f"corpus:{s}" for s in usable) + ".")
+    held = {c.sentence for c in load_corpus("test_sentence")}       # the held-out sentences (a twin reads them too)
+    clips = load_corpus(speakers=speaker)
+    return [c for c in clips if c.sentence not in held], [c for c in clips if c.sentence in held]
 
 # %% ../nbs/01a_corpus.ipynb #957e80a3
 def speaker_table() -> list[dict]:
