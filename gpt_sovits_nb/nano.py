@@ -741,8 +741,8 @@ def export_nano(gpt: Text2SemanticGPT, sovits: MelSoVITS, out_dir, info: str = "
 # %% ../nbs/11a_nano.ipynb #a74dd062
 NANO_RECIPES = {
     "cpu": dict(size="cpu", minutes_per_voice=22.5, n_units=256, phone_steps=1500, temperature=0.4, sampling=dict(repetition_penalty=1.0),
-                sovits=NanoTrainConfig(steps=1700, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
-                gpt=NanoTrainConfig(steps=2000, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3, aligned_attention=1.0)),
+                sovits=NanoTrainConfig(steps=1100, batch_size=16, lr=2e-3, warmup_steps=150, ref_frames=200),
+                gpt=NanoTrainConfig(steps=3000, batch_size=16, lr=1e-3, warmup_steps=250, pair_share=0.3, aligned_attention=1.0)),
     "gpu": dict(size="gpu", minutes_per_voice=22.5, n_units=256, phone_steps=3000, temperature=0.4, sampling=dict(repetition_penalty=1.0),
                 sovits=NanoTrainConfig(steps=6000, batch_size=32, lr=1e-3, warmup_steps=500, ref_frames=200),
                 gpt=NanoTrainConfig(steps=12000, batch_size=32, lr=6e-4, warmup_steps=1000, pair_share=0.3, aligned_attention=1.0)),

@@ -101,7 +101,7 @@ def test_five_minute_tutorial_offline_uses_nano(tmp_path, monkeypatch):
     quality = json.loads((nano_dir() / "quality.json").read_text())
     if quality["heldout"]["wer"] <= 0.35:                                  # the bar: then the clone must be intelligible
         heard = transcribe_speech(wav, sr, asr="pocketsphinx")
-        # one long two-sentence line, seed 0: the second nano model scored 0.71 here (0.64-0.93 over its four voices; its
-        # held-out bar is tests/test_nano.py's); a whistle or babble scores about 1
-        assert word_errors("Hello! I learned this voice from five seconds of speech. Is it not remarkable?", heard)["wer"] <= 0.8, heard
+        # one long two-sentence line: the shipped nano model scores 0.43 here (0.21-0.57 over its four voices and seeds 0, 1;
+        # its held-out bar is tests/test_nano.py's); a whistle or babble scores about 1
+        assert word_errors("Hello! I learned this voice from five seconds of speech. Is it not remarkable?", heard)["wer"] <= 0.65, heard
     assert "done 1" in widget_values(nb)
