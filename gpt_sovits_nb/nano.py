@@ -30,11 +30,11 @@ from .checkpoints import save_gpt, save_sovits, checkpoint_info, load_sovits
 
 
 # %% auto #0
-__all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'VERBS', 'INTRANSITIVE', 'TIMES', 'WORDS', 'TEMPLATES',
-           'NANO_VOICES', 'NANO_RATE', 'VOICE_PACKAGES', 'NANO_SIZES', 'MEL_FLOOR', 'FROZEN', 'NANO_GPT_FILE',
-           'NANO_SOVITS_FILE', 'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak', 'trim_silence',
-           'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder', 'nano_features',
-           'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
+__all__ = ['NAMES', 'PLACES', 'NOUNS', 'PLURALS', 'ADJECTIVES', 'ANIMALS', 'IRREGULAR', 'VERBS', 'INTRANSITIVE', 'TIMES', 'WORDS',
+           'TEMPLATES', 'NANO_VOICES', 'NANO_RATE', 'VOICE_PACKAGES', 'NANO_SIZES', 'MEL_FLOOR', 'FROZEN',
+           'NANO_GPT_FILE', 'NANO_SOVITS_FILE', 'NANO_RECIPES', 'nano_sentence', 'nano_sentences', 'speak',
+           'trim_silence', 'plan_nano_corpus', 'build_nano_corpus', 'NanoData', 'nano_items', 'nano_phone_encoder',
+           'nano_features', 'nano_models', 'mel_batch', 'mel_loss', 'voice_window', 'length_batches', 'NanoTrainConfig',
            'MelSoVITSTrainer', 'gpt_plan', 'gpt_examples', 'phone_classes', 'viterbi_alignment', 'token_alignment',
            'nano_alignments', 'recipe_alignments', 'guided_attention_penalty', 'aligned_attention_loss',
            'alignment_targets', 'phone_attention', 'NanoGPTTrainer', 'export_nano', 'train_nano', 'nano_model_card']
@@ -65,21 +65,26 @@ ADJECTIVES = ("red blue green yellow black white brown small big old new heavy l
               "rough sharp loud polite usual unusual enormous delicious beautiful ugly ancient modern plastic frozen").split()
 ANIMALS = ("dog cat horse bird fox rabbit mouse sheep cow duck goat pig owl bear frog tiger lion monkey zebra donkey turtle "
            "snake whale dolphin goose chicken puppy kitten").split()
-VERBS = [("open", "opened"), ("close", "closed"), ("carry", "carried"), ("find", "found"), ("lose", "lost"), ("buy", "bought"),
-         ("sell", "sold"), ("bring", "brought"), ("take", "took"), ("clean", "cleaned"), ("paint", "painted"), ("fix", "fixed"),
-         ("wash", "washed"), ("move", "moved"), ("hide", "hid"), ("drop", "dropped"), ("break", "broke"), ("borrow", "borrowed"),
-         ("keep", "kept"), ("check", "checked"), ("fill", "filled"), ("pack", "packed"), ("send", "sent"), ("lend", "lent"),
-         ("hold", "held"), ("pick up", "picked up"), ("put away", "put away"), ("look for", "looked for"), ("give away", "gave away"),
-         ("wrap", "wrapped"), ("push", "pushed"), ("pull", "pulled"), ("measure", "measured"), ("choose", "chose"),
-         ("throw", "threw"), ("catch", "caught"), ("enjoy", "enjoyed"), ("share", "shared"), ("watch", "watched"),
-         ("touch", "touched"), ("order", "ordered"), ("count", "counted"), ("return", "returned"), ("deliver", "delivered"),
-         ("repair", "repaired"), ("polish", "polished"), ("weigh", "weighed")]
+IRREGULAR = {"find": "found", "lose": "lost", "buy": "bought", "sell": "sold", "bring": "brought", "take": "took", "hide": "hid",
+             "drop": "dropped", "wrap": "wrapped", "break": "broke", "keep": "kept", "send": "sent", "lend": "lent", "hold": "held",
+             "put": "put", "give": "gave", "choose": "chose", "throw": "threw", "catch": "caught", "run": "ran", "sing": "sang",
+             "sleep": "slept", "swim": "swam"}
+"Past tenses the rule in `_past` does not make."
+
+def _past(verb: str) -> str:
+    "The past tense of a verb or phrasal verb ('pick up' -> 'picked up'): IRREGULAR, else -d, -ied or -ed."
+    head, *rest = verb.split()
+    past = (IRREGULAR.get(head) or (head + "d" if head.endswith("e") else
+            head[:-1] + "ied" if head.endswith("y") and head[-2] not in "aeiou" else head + "ed"))
+    return " ".join([past, *rest])
+
+VERBS = [(v, _past(v)) for v in ("open|close|carry|find|lose|buy|sell|bring|take|clean|paint|fix|wash|move|hide|drop|break|"
+                                 "borrow|keep|check|fill|pack|send|lend|hold|pick up|put away|look for|give away|wrap|push|pull|"
+                                 "measure|choose|throw|catch|enjoy|share|watch|touch|order|count|return|deliver|repair|polish|"
+                                 "weigh").split("|")]
 "Verbs that take an object: (present, past)."
-INTRANSITIVE = [("walk", "walked"), ("run", "ran"), ("sing", "sang"), ("dance", "danced"), ("sleep", "slept"), ("wait", "waited"),
-                ("swim", "swam"), ("laugh", "laughed"), ("cook", "cooked"), ("work", "worked"), ("play", "played"),
-                ("travel", "traveled"), ("rest", "rested"), ("talk", "talked"), ("listen", "listened"), ("smile", "smiled"),
-                ("jump", "jumped"), ("shout", "shouted"), ("whisper", "whispered"), ("climb", "climbed"), ("hurry", "hurried"),
-                ("argue", "argued"), ("yawn", "yawned"), ("wander", "wandered"), ("cough", "coughed"), ("relax", "relaxed")]
+INTRANSITIVE = [(v, _past(v)) for v in ("walk run sing dance sleep wait swim laugh cook work play travel rest talk listen smile "
+                                        "jump shout whisper climb hurry argue yawn wander cough relax").split()]
 TIMES = ("this morning|last night|yesterday|today|on Monday|on Tuesday|on Wednesday|on Thursday|on Friday|on Saturday|"
          "on Sunday|every evening|after lunch|before dinner|at noon|at midnight|in the spring|last summer|next week|tomorrow|"
          "early in the morning|late at night|at the weekend|in winter|in August|in October|during the storm").split("|")

@@ -2,7 +2,6 @@
 token loops, pitch of a synthetic vowel with a known glide, speaker identity of corpus voices, the report and the
 blind A/B test's files."""
 import json, math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +99,7 @@ def test_checkpoint_picker():
 
 def test_heldout_requests_use_training_references():
     reqs = E.heldout_requests(sentences=2)
-    train_speakers = E.json.loads((Path(E.__file__).parent.parent / "datasets" / "splits.json").read_text())["train_speakers"]
+    train_speakers = json.loads((corpus_dir() / "splits.json").read_text())["train_speakers"]
     assert len(reqs) == 2 * len(train_speakers) == 8 and {r["speaker"] for r in reqs} == set(train_speakers)
     assert all(r["ref"].split == "train" and 3 <= r["ref"].duration <= 10 for r in reqs)
     train_texts = {c.text for c in load_corpus(split="train")}

@@ -31,16 +31,17 @@ def ship(work: Path, recipe: str, log):
     resynth = E.evaluate(E.resynthesize_heldout(cloner, held), asr="pocketsphinx", centroids=centroids, prosody=False)
     for name, rep in (("heldout_report", report), ("heldout_floor", floor), ("heldout_resynthesis", resynth)): rep.to_json(work / f"{name}.json")
     summary = json.loads((work / "summary.json").read_text())
-    card = nano_model_card(g, s, NanoData.load(work / "features.pt"), recipe, report.summary(), floor.summary(),
-                           summary["minutes"], summary["steps"], resynth.summary())
+    held_s, floor_s, resynth_s = report.summary(), floor.summary(), resynth.summary()
+    card = nano_model_card(g, s, NanoData.load(work / "features.pt"), recipe, held_s, floor_s,
+                           summary["minutes"], summary["steps"], resynth_s)
     dest = nano_dir(); dest.mkdir(parents=True, exist_ok=True)
     for p in (g, s): shutil.copyfile(p, dest / p.name)
     (dest / "MODEL_CARD.md").write_text(card, encoding="utf-8")
-    quality = {"heldout": report.summary(), "floor": floor.summary(), "resynthesis": resynth.summary(),
+    quality = {"heldout": held_s, "floor": floor_s, "resynthesis": resynth_s,
                "measured_with": f"tools/train_nano.py --ship: the corpus's held-out sentences in each training voice "
-                                    f"({report.summary()['outputs']} clones), pocketsphinx, Resemblyzer"}
+                                    f"({held_s['outputs']} clones), pocketsphinx, Resemblyzer"}
     (dest / "quality.json").write_text(json.dumps(quality, indent=1), encoding="utf-8")
-    log(f"held-out: {report.summary()}; resynthesis: {resynth.summary()}; real voices: {floor.summary()}")
+    log(f"held-out: {held_s}; resynthesis: {resynth_s}; real voices: {floor_s}")
     log(f"copied the files and MODEL_CARD.md into {dest}")
 
 
